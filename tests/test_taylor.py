@@ -1,0 +1,397 @@
+"""Taylor mode against nested autograd (float64) and against closed forms."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import crbook
+from crbook import Jet
+
+D = torch.float64
+TOL = 1e-9
+
+
+def _inputs(shape, seed=0, dtype=D):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    u = torch.randn(shape, generator=g, dtype=dtype)
+    return x, u
+
+
+def assert_close_per_order(a, b, tol=TOL):
+    """Each order's largest error is at most ``tol`` times that order's size."""
+    assert a.shape == b.shape
+    for k in range(a.shape[0]):
+        scale = b[k].abs().max().item()
+        err = (a[k] - b[k]).abs().max().item()
+        assert err <= tol * scale + 1e-300, (
+            f"order {k}: error {err:.3e}, size {scale:.3e}"
+        )
+
+
+def check(f, x, u, order=8, tol=TOL):
+    taylor = crbook.directional_derivatives(f, x, u, order)
+    nested = crbook.directional_derivatives(f, x, u, order, method="autograd")
+    assert_close_per_order(taylor, nested.detach(), tol)
+    return taylor
+
+
+def _labels(n, classes, seed=0):
+    return torch.randint(classes, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+ELEMENTWISE = {
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "exp": torch.exp,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "erf": torch.erf,
+    "softplus": F.softplus,
+    "softplus_beta": lambda z: F.softplus(z, beta=3.0, threshold=4.0),
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+    "silu": F.silu,
+    "logsigmoid": F.logsigmoid,
+    "log": lambda z: torch.log(1.5 + torch.sin(z)),
+    "log1p": lambda z: torch.log1p(z * z),
+    "expm1": torch.expm1,
+    "sinh": torch.sinh,
+    "cosh": torch.cosh,
+    "sqrt": lambda z: torch.sqrt(z * z + 1.0),
+    "rsqrt": lambda z: torch.rsqrt(z * z + 0.5),
+    "power": lambda z: (z * z + 1.0) ** -1.5,
+    "integer_power": lambda z: z**5 - 3 * z**2,
+    "reciprocal": lambda z: torch.reciprocal(2.0 + torch.cos(z)),
+    "quotient": lambda z: torch.sin(z) / (z * z + 2.0),
+    "constant_over": lambda z: 3.0 / (z * z + 2.0),
+    "product": lambda z: torch.tanh(z) * torch.exp(-z) * z,
+    "square": lambda z: torch.square(torch.sin(z)),
+    "sum_difference": lambda z: torch.sin(z) - 2 * torch.cos(z) + 1.0,
+    "relu_times_smooth": lambda z: torch.relu(z) * torch.sin(z),
+    "leaky_relu": lambda z: F.leaky_relu(z, 0.1) * torch.cos(z),
+    "abs": lambda z: torch.abs(z) * torch.exp(z),
+    "clamp": lambda z: torch.clamp(z, -0.5, 0.5) * torch.tanh(z),
+    "hardtanh": lambda z: F.hardtanh(z) * z,
+    "pow_base": lambda z: 2.0**z,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_rules_match_nested_autograd(name):
+    x, u = _inputs((4, 3))
+    check(ELEMENTWISE[name], x, u, order=8)
+
+
+@pytest.mark.parametrize("order", range(1, 9))
+def test_every_order_up_to_eight(order):
+    """Truncating at each order gives the same leading derivatives."""
+    x, u = _inputs((3, 5), seed=order)
+    net = nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.GELU())
+    net = net.to(D)
+    check(net, x, u, order=order)
+
+
+REDUCTIONS = {
+    "log_softmax": lambda z: F.log_softmax(z, dim=1),
+    "softmax": lambda z: torch.softmax(z, dim=-1),
+    "logsumexp": lambda z: torch.logsumexp(z, dim=1),
+    "sum": lambda z: torch.sin(z).sum(1),
+    "mean_keepdim": lambda z: torch.sin(z).mean(dim=-1, keepdim=True) * z,
+    "cross_entropy": lambda z: F.cross_entropy(z, _labels(4, 5), reduction="none"),
+    "nll_loss": lambda z: F.nll_loss(
+        F.log_softmax(z, 1), _labels(4, 5), reduction="none"
+    ),
+    "mse": lambda z: F.mse_loss(z, torch.ones_like(z), reduction="none").sum(1),
+    "matmul": lambda z: torch.tanh(z @ torch.linspace(-1, 1, 10, dtype=D).view(5, 2)),
+    "rmatmul": lambda z: torch.tanh(
+        (torch.linspace(-1, 1, 10, dtype=D).view(2, 5) @ z.unsqueeze(-1)).squeeze(-1)
+    ),
+    "indexing": lambda z: torch.sin(z[:, 1:4]) * z[:, :1] + z[:, [0, 2]].sum(1, True),
+    "reshape": lambda z: torch.tanh(z.reshape(4, 5, 1).transpose(1, 2).flatten(1)),
+    "cat_stack": lambda z: torch.cat([torch.sin(z), z, torch.ones(4, 1, dtype=D)], 1),
+    "where": lambda z: torch.where(z > 0, torch.sin(z), z * z),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+def test_reductions_losses_and_shapes(name):
+    x, u = _inputs((4, 5), seed=1)
+    check(REDUCTIONS[name], x, u, order=6)
+
+
+def test_layer_norm_against_its_definition():
+    # torch's fused layer_norm has inexact third and higher derivatives in autograd,
+    # so the reference is layer normalisation written out.
+    x, u = _inputs((4, 6), seed=2)
+    w = torch.linspace(0.5, 1.5, 6, dtype=D)
+    b = torch.linspace(-1, 1, 6, dtype=D)
+
+    def written_out(z):
+        c = z - z.mean(-1, keepdim=True)
+        return c * ((c * c).mean(-1, keepdim=True) + 1e-5) ** -0.5 * w + b
+
+    taylor = crbook.directional_derivatives(
+        lambda z: F.layer_norm(z, (6,), w, b), x, u, 6
+    )
+    reference = crbook.directional_derivatives(written_out, x, u, 6, method="autograd")
+    assert_close_per_order(taylor, reference.detach(), 1e-8)
+
+
+def _smooth_mlp(act):
+    torch.manual_seed(3)
+    return nn.Sequential(
+        nn.Linear(4, 8), act, nn.Linear(8, 8), act, nn.Linear(8, 3)
+    ).to(D)
+
+
+@pytest.mark.parametrize(
+    "act", [nn.Tanh(), nn.Sigmoid(), nn.Softplus(), nn.GELU(), nn.SiLU()], ids=str
+)
+def test_random_mlp_loss(act):
+    net = _smooth_mlp(act)
+    x, u = _inputs((5, 4), seed=4)
+    y = _labels(5, 3)
+    check(lambda z: F.cross_entropy(net(z), y, reduction="none"), x, u, order=8)
+
+
+class SmallCNN(nn.Module):
+    """Every layer kind of the paper's CNN, and a few more."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.avg = nn.AvgPool2d(2)
+        self.drop = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(24, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = self.avg(x)
+        x = self.drop(torch.flatten(x, 1))
+        return self.fc2(F.softplus(self.fc1(x)))
+
+
+def test_random_cnn_loss_in_eval_mode():
+    torch.manual_seed(5)
+    net = SmallCNN().to(D)
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x, u = _inputs((3, 1, 10, 10), seed=6)
+    y = _labels(3, 3)
+    check(lambda z: F.cross_entropy(net(z), y, reduction="none"), x, u, order=6)
+
+
+def test_conv1d_network():
+    torch.manual_seed(7)
+    net = nn.Sequential(
+        nn.Conv1d(2, 3, 3), nn.Tanh(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(27, 2)
+    ).to(D)
+    x, u = _inputs((4, 2, 20), seed=8)
+    check(net, x, u, order=6)
+
+
+def test_dropout_in_training_mode_uses_one_mask_for_all_orders():
+    net = _smooth_mlp(nn.Tanh())
+    net.insert(2, nn.Dropout(0.3))
+    net.train()
+    x, u = _inputs((6, 4), seed=9)
+    torch.manual_seed(11)
+    taylor = crbook.directional_derivatives(net, x, u, 5)
+    torch.manual_seed(11)
+    nested = crbook.directional_derivatives(net, x, u, 5, method="autograd")
+    assert_close_per_order(taylor, nested.detach())
+
+
+CLOSED_FORMS = {
+    # f, its k-th derivative at x0 along u = 1
+    "exp": (torch.exp, lambda x0, k: math.exp(x0)),
+    "sin": (torch.sin, lambda x0, k: math.sin(x0 + k * math.pi / 2)),
+    "geometric": (
+        lambda z: 1.0 / (1.0 - z),
+        lambda x0, k: math.factorial(k) / (1.0 - x0) ** (k + 1),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_FORMS))
+@pytest.mark.parametrize("x0", [-0.7, 0.0, 0.3])
+def test_closed_forms(name, x0):
+    f, exact = CLOSED_FORMS[name]
+    x = torch.full((1, 1), x0, dtype=D)
+    d = crbook.directional_derivatives(f, x, torch.ones_like(x), 12)
+    for k in range(13):
+        want = exact(x0, k)
+        assert abs(d[k].item() - want) <= 1e-12 * max(1.0, abs(want)), (k, want)
+
+
+def test_tanh_closed_form_at_zero():
+    # tanh x = x - x^3/3 + 2x^5/15 - 17x^7/315 + 62x^9/2835 - ...
+    x = torch.zeros(1, 1, dtype=D)
+    d = crbook.directional_derivatives(torch.tanh, x, torch.ones_like(x), 9)
+    coefficients = {1: 1.0, 3: -1 / 3, 5: 2 / 15, 7: -17 / 315, 9: 62 / 2835}
+    for k in range(10):
+        want = coefficients.get(k, 0.0) * math.factorial(k)
+        assert abs(d[k].item() - want) <= 1e-12 * max(1.0, abs(want))
+
+
+def test_direction_scales_derivatives():
+    """d^k/dt^k f(x + t c u) = c^k d^k/dt^k f(x + t u)."""
+    x, u = _inputs((4, 3), seed=12)
+    a = crbook.directional_derivatives(torch.tanh, x, u, 7)
+    b = crbook.directional_derivatives(torch.tanh, x, 2.0 * u, 7)
+    powers = 2.0 ** torch.arange(8, dtype=D).view(-1, 1, 1)
+    assert_close_per_order(b, a * powers, 1e-13)
+
+
+def test_piecewise_linear_layers_keep_degree_one():
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(27, 5),
+        nn.ReLU(),
+    ).eval()
+    x, u = _inputs((2, 1, 8, 8), dtype=torch.float32)
+    jet = net(Jet(torch.stack([x, u]), 8))
+    assert jet.degree == 1 and jet.order == 8
+    smooth = torch.tanh(jet)
+    assert smooth.degree == 8
+
+
+def test_gradients_with_respect_to_parameters():
+    net = _smooth_mlp(nn.Tanh())
+    x, u = _inputs((4, 4), seed=13)
+    y = _labels(4, 3)
+
+    def loss(z):
+        return F.cross_entropy(net(z), y, reduction="none")
+
+    grads = []
+    for method in ("taylor", "autograd"):
+        net.zero_grad()
+        d = crbook.directional_derivatives(loss, x, u, 4, method=method)
+        d[1:].abs().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert torch.allclose(grads[0], grads[1], rtol=1e-9, atol=1e-12)
+
+
+def test_batch_independence():
+    net = _smooth_mlp(nn.SiLU())
+    x, u = _inputs((6, 4), seed=14)
+    whole = crbook.directional_derivatives(net, x, u, 6)
+    x2 = x.clone()
+    x2[1:] = torch.randn(5, 4, dtype=D)
+    changed = crbook.directional_derivatives(net, x2, u, 6)
+    alone = crbook.directional_derivatives(net, x[:1], u[:1], 6)
+    assert torch.equal(whole[:, 0], changed[:, 0])
+    assert torch.allclose(whole[:, :1], alone, rtol=1e-12, atol=0)
+
+
+def test_float32_agrees_with_float64():
+    net = _smooth_mlp(nn.Tanh())
+    x, u = _inputs((5, 4), seed=15)
+    d64 = crbook.directional_derivatives(net, x, u, 6)
+    d32 = crbook.directional_derivatives(net.float(), x.float(), u.float(), 6)
+    assert d32.dtype == torch.float32
+    assert_close_per_order(d32.double(), d64, 1e-4)
+
+
+def test_function_that_ignores_its_input():
+    x, u = _inputs((3, 2))
+    d = crbook.directional_derivatives(lambda z: torch.ones(3, dtype=D), x, u, 4)
+    assert d.shape == (5, 3)
+    assert torch.equal(d[0], torch.ones(3, dtype=D)) and not d[1:].any()
+
+
+def test_unsupported_operation_names_the_operation_and_the_layer():
+    net = nn.Sequential(nn.Linear(3, 3), nn.Hardswish())
+    x, u = _inputs((2, 3), dtype=torch.float32)
+    with pytest.raises(crbook.UnsupportedOperationError) as info:
+        crbook.directional_derivatives(net, x, u, 3)
+    message = str(info.value)
+    assert "hardswish" in message and "'1' (Hardswish)" in message
+
+
+def test_batch_norm_in_training_mode_is_refused():
+    net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).train()
+    x, u = _inputs((4, 3), dtype=torch.float32)
+    with pytest.raises(crbook.UnsupportedOperationError, match="training mode"):
+        crbook.directional_derivatives(net, x, u, 2)
+
+
+def test_unsupported_tensor_method_is_named():
+    x, u = _inputs((2, 3))
+    with pytest.raises(crbook.UnsupportedOperationError, match="torch.Tensor.cumsum"):
+        crbook.directional_derivatives(lambda z: z.cumsum(1), x, u, 2)
+
+
+@pytest.mark.parametrize(
+    ("x", "u", "order", "error", "match"),
+    [
+        (torch.zeros(2, 3), torch.zeros(2, 4), 2, ValueError, "same shape"),
+        (
+            torch.zeros(2, 3, dtype=torch.long),
+            torch.zeros(2, 3),
+            2,
+            TypeError,
+            "floating",
+        ),
+        (torch.zeros(2, 3), torch.zeros(2, 3, dtype=D), 2, ValueError, "share dtype"),
+        (torch.zeros(2, 3), torch.zeros(2, 3), -1, ValueError, "non-negative"),
+        (torch.zeros(2, 3), torch.zeros(2, 3), 2.0, ValueError, "non-negative"),
+        (torch.tensor(1.0), torch.tensor(1.0), 2, ValueError, "batch axis"),
+        (torch.full((2, 3), math.nan), torch.zeros(2, 3), 2, ValueError, "non-finite"),
+        (torch.zeros(2, 3), torch.full((2, 3), math.inf), 2, ValueError, "non-finite"),
+    ],
+)
+def test_bad_inputs(x, u, order, error, match):
+    with pytest.raises(error, match=match):
+        crbook.directional_derivatives(torch.tanh, x, u, order)
+
+
+def test_non_finite_derivatives_raise():
+    x = torch.full((1, 1), -1.0, dtype=D)
+    with pytest.raises(ValueError, match="not finite"):
+        crbook.directional_derivatives(torch.log, x, torch.ones_like(x), 3)
+
+
+def test_unknown_method():
+    x, u = _inputs((1, 1))
+    with pytest.raises(ValueError, match="'taylor' or 'autograd'"):
+        crbook.directional_derivatives(torch.tanh, x, u, 2, method="jet")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    net = _smooth_mlp(nn.Tanh())
+    x, u = _inputs((8, 4), seed=16)
+    y = _labels(8, 3)
+
+    def loss(model, labels):
+        return lambda z: F.cross_entropy(model(z), labels, reduction="none")
+
+    cpu = crbook.directional_derivatives(loss(net, y), x, u, 8)
+    net_cuda = net.cuda()
+    with torch.autograd.profiler.profile(use_device="cuda") as prof:
+        gpu = crbook.directional_derivatives(
+            loss(net_cuda, y.cuda()), x.cuda(), u.cuda(), 8, check_finite=False
+        )
+    copies = [
+        e for e in prof.function_events if "Memcpy" in e.name and "DtoH" in e.name
+    ]
+    assert not copies, "Taylor mode copied from the device to the host"
+    assert gpu.is_cuda
+    assert_close_per_order(gpu.cpu(), cpu, 1e-10)
