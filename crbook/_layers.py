@@ -1,0 +1,404 @@
+"""Taylor-mode rules for layers, reductions, losses and shape operations.
+
+Linear layers and convolutions act on every coefficient at once (the coefficients
+are folded into the batch axis); only the value ``c[0]`` receives the bias. These
+maps, max-pooling and dropout keep the degree of their input. BatchNorm is an affine
+map in evaluation mode; in training mode it couples the examples and is refused.
+
+See chapter 1, Differentiation dynamics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from crbook import _series as series
+from crbook._jet import (
+    Jet,
+    _add_to_value,
+    _check_param,
+    _lift,
+    _map,
+    _order,
+    _rule,
+    _shift_dim,
+    _shift_dims,
+    _unsupported,
+)
+from crbook._ops import _add, _div, _exp, _mul, _neg, _pow, _sub
+
+# -- linear layers -----------------------------------------------------------------
+
+
+def _add_bias(out: Jet, bias: Tensor | None, shape: tuple[int, ...]) -> Jet:
+    """Add ``bias`` to the value ``c[0]`` of ``out``, a jet this module just made.
+
+    Writing into the fresh output is safe for autograd: the linear maps that made it
+    do not save their output for the backward pass.
+    """
+    if bias is not None:
+        out.coeffs[0].add_(bias.view(shape))
+    return out
+
+
+@_rule(F.linear)
+def _linear(x, weight, bias=None):
+    _check_param(weight, "weight")
+    _check_param(bias, "bias")
+    out = Jet(F.linear(x.coeffs, weight), x.order)
+    return _add_bias(out, bias, (-1,))
+
+
+def _conv(conv: Callable, dims: int) -> Callable:
+    def rule(x, weight, bias=None, *args, **kwargs):
+        _check_param(weight, "weight")
+        _check_param(bias, "bias")
+        out = _map(x, lambda c: conv(c, weight, None, *args, **kwargs))
+        return _add_bias(out, bias, (-1,) + (1,) * dims)
+
+    return rule
+
+
+_rule(F.conv1d)(_conv(F.conv1d, 1))
+_rule(F.conv2d)(_conv(F.conv2d, 2))
+_rule(F.conv3d)(_conv(F.conv3d, 3))
+
+
+def _linear_map(op: Callable) -> Callable:
+    def rule(x, *args, **kwargs):
+        return _map(x, lambda c: op(c, *args, **kwargs))
+
+    return rule
+
+
+for _op in (
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+):
+    _rule(_op)(_linear_map(_op))
+
+
+def _max_pool(pool: Callable, dims: int) -> Callable:
+    def rule(
+        x,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dilation=1,
+        ceil_mode=False,
+        return_indices=False,
+    ):
+        c = x.coeffs
+        value, index = pool(
+            c[0], kernel_size, stride, padding, dilation, ceil_mode, return_indices=True
+        )
+        flat = c.flatten(-dims)  # (d+1, B, C, H*W)
+        idx = index.flatten(-dims).expand(
+            (c.shape[0],) + tuple(index.flatten(-dims).shape)
+        )
+        picked = flat.gather(-1, idx).view((c.shape[0],) + tuple(value.shape))
+        out = Jet(picked, x.order)
+        return (out, index) if return_indices else out
+
+    return rule
+
+
+_rule(F.max_pool1d)(_max_pool(F.max_pool1d, 1))
+_rule(F.max_pool2d)(_max_pool(F.max_pool2d, 2))
+_rule(F.max_pool3d)(_max_pool(F.max_pool3d, 3))
+
+
+def _dropout_rule(dropout: Callable) -> Callable:
+    def rule(x, p=0.5, training=True, inplace=False):
+        if not training or p == 0:
+            return x
+        mask = dropout(torch.ones_like(x.coeffs[0]), p, True)
+        return Jet(x.coeffs * mask, x.order)
+
+    return rule
+
+
+for _op in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout):
+    _rule(_op)(_dropout_rule(_op))
+
+
+@_rule(F.batch_norm)
+def _batch_norm(
+    x,
+    running_mean,
+    running_var,
+    weight=None,
+    bias=None,
+    training=False,
+    momentum=0.1,
+    eps=1e-5,
+):
+    if training or running_mean is None:
+        raise _unsupported(
+            "batch_norm in training mode (batch statistics couple the examples); "
+            "call model.eval() first"
+        )
+    scale = torch.rsqrt(running_var + eps)
+    if weight is not None:
+        scale = scale * weight
+    shift = -running_mean * scale
+    if bias is not None:
+        shift = shift + bias
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    out = Jet(x.coeffs * scale.view(shape), x.order)
+    return _add_bias(out, shift, shape)
+
+
+@_rule(F.layer_norm)
+def _layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims = tuple(range(-len(normalized_shape), 0))
+    centred = _sub(x, _mean(x, dims, keepdim=True))
+    var = _mean(_mul(centred, centred), dims, keepdim=True)
+    out = _mul(centred, _pow(_add(var, eps), -0.5))
+    if weight is not None:
+        out = _mul(out, weight)
+    return _add(out, bias) if bias is not None else out
+
+
+# -- reductions, losses ------------------------------------------------------------
+
+
+@_rule(torch.sum, torch.Tensor.sum)
+def _sum(x, dim=None, keepdim=False, *, dtype=None):
+    if dim is None:
+        return Jet(x.coeffs.flatten(1).sum(1, dtype=dtype), x.order)
+    return Jet(x.coeffs.sum(_shift_dims(dim), keepdim=keepdim, dtype=dtype), x.order)
+
+
+@_rule(torch.mean, torch.Tensor.mean)
+def _mean(x, dim=None, keepdim=False, *, dtype=None):
+    if dim is None:
+        return Jet(x.coeffs.flatten(1).mean(1, dtype=dtype), x.order)
+    return Jet(x.coeffs.mean(_shift_dims(dim), keepdim=keepdim, dtype=dtype), x.order)
+
+
+@_rule(torch.logsumexp, torch.Tensor.logsumexp)
+def _logsumexp(x, dim, keepdim=False):
+    c = x.coeffs
+    d = _shift_dims(dim)
+    top = c[0].detach().amax(dim=dim, keepdim=True)
+    shifted = _add_to_value(x, -top)
+    total = series.exp(shifted.coeffs, x.order).sum(d, keepdim=True)
+    out = series.log(total, x.order)
+    out = _add_to_value(Jet(out, x.order), top)
+    if not keepdim:
+        out = Jet(out.coeffs.squeeze(d), x.order)
+    return out
+
+
+@_rule(torch.log_softmax, torch.Tensor.log_softmax, F.log_softmax)
+def _log_softmax(x, dim=None, _stacklevel=3, dtype=None):
+    if dim is None:
+        raise _unsupported("log_softmax without an explicit dim")
+    return _sub(x, _logsumexp(x, dim, keepdim=True))
+
+
+@_rule(torch.softmax, torch.Tensor.softmax, F.softmax)
+def _softmax(x, dim=None, _stacklevel=3, dtype=None):
+    return _exp(_log_softmax(x, dim))
+
+
+def _pick(logp: Jet, target: Tensor) -> Jet:
+    """``logp[i, target[i]]``: the entry of each example's target along axis 1."""
+    c = logp.coeffs  # (d+1, B, C, ...)
+    index = target.unsqueeze(1)  # (B, 1, ...)
+    index = index.unsqueeze(0).expand((c.shape[0],) + tuple(index.shape))
+    return Jet(c.gather(2, index).squeeze(2), logp.order)
+
+
+def _reduce(loss: Jet, reduction: str) -> Jet:
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return _sum(loss)
+    if reduction == "mean":
+        return _mean(loss)
+    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+@_rule(F.nll_loss)
+def _nll_loss(
+    x,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index=-100,
+    reduce=None,
+    reduction="mean",
+):
+    if weight is not None or size_average is not None or reduce is not None:
+        raise _unsupported("nll_loss with weight, size_average or reduce")
+    keep = target != ignore_index
+    loss = _mul(_neg(_pick(x, torch.where(keep, target, 0))), keep.to(x.dtype))
+    if reduction == "mean":
+        return _div(_sum(loss), keep.sum().to(x.dtype))
+    return _reduce(loss, reduction)
+
+
+@_rule(F.cross_entropy)
+def _cross_entropy(
+    x,
+    target,
+    weight=None,
+    size_average=None,
+    ignore_index=-100,
+    reduce=None,
+    reduction="mean",
+    label_smoothing=0.0,
+):
+    if label_smoothing != 0.0 or target.is_floating_point():
+        raise _unsupported("cross_entropy with label smoothing or soft targets")
+    return _nll_loss(
+        _log_softmax(x, 1),
+        target,
+        weight,
+        size_average,
+        ignore_index,
+        reduce,
+        reduction,
+    )
+
+
+@_rule(F.mse_loss)
+def _mse_loss(x, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    diff = _sub(x, target)
+    return _reduce(_mul(diff, diff), reduction)
+
+
+# -- shapes ------------------------------------------------------------------------
+
+
+def _per_coefficient(method: str) -> Callable:
+    """A rule for a shape operation that acts on each coefficient the same way."""
+
+    def rule(x, *args, **kwargs):
+        fn = getattr(torch.Tensor, method)
+        return Jet(torch.vmap(lambda c: fn(c, *args, **kwargs))(x.coeffs), x.order)
+
+    return rule
+
+
+for _method in (
+    "permute",
+    "transpose",
+    "expand",
+    "expand_as",
+    "repeat",
+    "narrow",
+    "select",
+    "flip",
+    "roll",
+    "movedim",
+    "chunk",
+    "split",
+    "unbind",
+    "unflatten",
+    "t",
+    "diagonal",
+    "tile",
+    "index_select",
+    "gather",
+):
+    _funcs = [getattr(torch.Tensor, _method), getattr(torch, _method, None)]
+    _rule(*[f for f in _funcs if f is not None])(_per_coefficient(_method))
+
+
+@_rule(torch.Tensor.view, torch.Tensor.reshape, torch.reshape)
+def _reshape(x, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
+        shape = tuple(shape[0])
+    return Jet(x.coeffs.reshape((x.coeffs.shape[0],) + tuple(shape)), x.order)
+
+
+@_rule(torch.Tensor.flatten, torch.flatten)
+def _flatten(x, start_dim=0, end_dim=-1):
+    if x.ndim == 0:
+        return _reshape(x, (1,))
+    return Jet(x.coeffs.flatten(_shift_dim(start_dim), _shift_dim(end_dim)), x.order)
+
+
+@_rule(torch.Tensor.unsqueeze, torch.unsqueeze)
+def _unsqueeze(x, dim):
+    return Jet(x.coeffs.unsqueeze(dim + 1 if dim >= 0 else dim), x.order)
+
+
+@_rule(torch.Tensor.squeeze, torch.squeeze)
+def _squeeze(x, dim=None):
+    if dim is None:
+        keep = [0] + [i + 1 for i, s in enumerate(x.shape) if s != 1]
+        shape = [x.coeffs.shape[i] for i in keep]
+        return Jet(x.coeffs.reshape(shape), x.order)
+    return Jet(x.coeffs.squeeze(_shift_dims(dim)), x.order)
+
+
+@_rule(torch.Tensor.contiguous)
+def _contiguous(x, memory_format=torch.contiguous_format):
+    return Jet(x.coeffs.contiguous(), x.order)
+
+
+@_rule(torch.Tensor.to, torch.Tensor.type_as)
+def _to(x, *args, **kwargs):
+    return Jet(x.coeffs.to(*args, **kwargs), x.order)
+
+
+@_rule(torch.Tensor.float)
+def _float(x, memory_format=torch.preserve_format):
+    return Jet(x.coeffs.float(), x.order)
+
+
+@_rule(torch.Tensor.double)
+def _double(x, memory_format=torch.preserve_format):
+    return Jet(x.coeffs.double(), x.order)
+
+
+@_rule(torch.Tensor.detach)
+def _detach(x):
+    return Jet(x.coeffs.detach(), x.order)
+
+
+@_rule(torch.Tensor.__getitem__)
+def _getitem(x, index):
+    if not isinstance(index, tuple):
+        index = (index,)
+    tensors = sum(isinstance(i, (Tensor, list)) for i in index)
+    if tensors <= 1:
+        return Jet(x.coeffs[(slice(None),) + index], x.order)
+    return Jet(torch.vmap(lambda c: c[index])(x.coeffs), x.order)
+
+
+@_rule(torch.cat, torch.concat, torch.concatenate)
+def _cat(tensors, dim=0, *, out=None):
+    order = _order(*tensors)
+    top = max(t.degree if isinstance(t, Jet) else 0 for t in tensors)
+    parts = []
+    for t in tensors:
+        c = t.coeffs if isinstance(t, Jet) else t[None]
+        parts.append(series.pad(c, top))
+    return Jet(torch.cat(parts, _shift_dim(dim)), order)
+
+
+@_rule(torch.stack)
+def _stack(tensors, dim=0, *, out=None):
+    return _cat([_unsqueeze(_lift(t, _order(*tensors)), dim) for t in tensors], dim)
+
+
+@_rule(torch.where)
+def _where(condition, input, other):
+    order = _order(input, other)
+    a, b = _lift(input, order), _lift(other, order)
+    top = max(a.degree, b.degree)
+    ca, cb = series.pad(a.coeffs, top), series.pad(b.coeffs, top)
+    return Jet(torch.where(condition, ca, cb), order)
