@@ -1,0 +1,28 @@
+"""crbook: the curvature rate λ of functions and neural networks.
+
+The curvature rate is the slope of ``log ‖Dⁿ f‖`` against the order ``n``. This
+package computes input derivatives of any order exactly and cheaply (univariate
+Taylor mode), fits the rate, and carries the tools the book's chapters use.
+"""
+
+from crbook._cauchy import taylor_coefficients
+from crbook._curvature import CurvatureRate, curvature_rate, unit_directions
+from crbook._profile import choose, profile
+from crbook._rate import RateFit, fit_rate
+from crbook._taylor import Jet, UnsupportedOperationError, directional_derivatives
+
+__all__ = [
+    "CurvatureRate",
+    "Jet",
+    "RateFit",
+    "UnsupportedOperationError",
+    "choose",
+    "curvature_rate",
+    "directional_derivatives",
+    "fit_rate",
+    "profile",
+    "taylor_coefficients",
+    "unit_directions",
+]
+
+__version__ = "0.1.0"
