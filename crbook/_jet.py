@@ -268,7 +268,10 @@ def _check_param(value: Any, what: str) -> None:
         raise _unsupported(f"a {what} that depends on the input")
 
 
-def _lift(value: Any, order: int) -> Jet:
+def _lift(value: Any, like: Jet) -> Jet:
+    """``value`` as a jet of degree zero (numbers take ``like``'s dtype and device)."""
     if isinstance(value, Jet):
         return value
-    return Jet(torch.as_tensor(value)[None], order)
+    if not isinstance(value, Tensor):
+        value = torch.full((), value, dtype=like.dtype, device=like.device)
+    return Jet(value[None], like.order)

@@ -21,6 +21,7 @@ from crbook._jet import (
     Jet,
     _add_to_value,
     _check_param,
+    _coeffs,
     _lift,
     _map,
     _order,
@@ -392,13 +393,15 @@ def _cat(tensors, dim=0, *, out=None):
 
 @_rule(torch.stack)
 def _stack(tensors, dim=0, *, out=None):
-    return _cat([_unsqueeze(_lift(t, _order(*tensors)), dim) for t in tensors], dim)
+    like = next(t for t in tensors if isinstance(t, Jet))
+    return _cat([_unsqueeze(_lift(t, like), dim) for t in tensors], dim)
 
 
 @_rule(torch.where)
 def _where(condition, input, other):
-    order = _order(input, other)
-    a, b = _lift(input, order), _lift(other, order)
+    like = input if isinstance(input, Jet) else other
+    a, b = _lift(input, like), _lift(other, like)
     top = max(a.degree, b.degree)
-    ca, cb = series.pad(a.coeffs, top), series.pad(b.coeffs, top)
-    return Jet(torch.where(condition, ca, cb), order)
+    ndim = max(a.ndim, b.ndim, condition.dim())
+    ca, cb = series.pad(_coeffs(a, ndim), top), series.pad(_coeffs(b, ndim), top)
+    return Jet(torch.where(condition, ca, cb), _order(input, other))

@@ -95,8 +95,10 @@ def _div(a, b, *, rounding_mode=None, out=None):
     order = _order(a, b)
     ndim = _out_ndim(a, b)
     ca = _coeffs(a, ndim)
-    if not isinstance(a, Jet):
-        ca = torch.as_tensor(ca, dtype=b.dtype, device=b.device)[None]
+    if isinstance(a, Tensor):
+        ca = a[None]
+    elif not isinstance(a, Jet):  # a number: filled on the device, not copied there
+        ca = torch.full((1,), a, dtype=b.dtype, device=b.device)
     return Jet(series.div(ca, _coeffs(b, ndim), order), order)
 
 

@@ -395,3 +395,14 @@ def test_cuda_matches_cpu():
     assert not copies, "Taylor mode copied from the device to the host"
     assert gpu.is_cuda
     assert_close_per_order(gpu.cpu(), cpu, 1e-10)
+
+
+def test_constants_take_the_dtype_of_the_jet():
+    x, u = _inputs((3, 2))
+
+    def f(z):
+        stacked = torch.stack([torch.sin(z), z, torch.zeros(3, 2, dtype=D)], 1)
+        return torch.where(z > 0, 2.0 / (1.0 + z * z), 0.5) + stacked.sum(1)
+
+    d = check(f, x, u, order=5)
+    assert d.dtype == D
