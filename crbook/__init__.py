@@ -5,6 +5,8 @@ package computes input derivatives of any order exactly and cheaply (univariate
 Taylor mode), fits the rate, and carries the tools the book's chapters use.
 """
 
+from crbook import data, models, train
+from crbook._boundary import BoundaryPoints, boundary_points
 from crbook._cauchy import taylor_coefficients
 from crbook._curvature import CurvatureRate, curvature_rate, unit_directions
 from crbook._profile import choose, profile
@@ -12,6 +14,11 @@ from crbook._rate import RateFit, fit_rate
 from crbook._taylor import Jet, UnsupportedOperationError, directional_derivatives
 
 __all__ = [
+    "BoundaryPoints",
+    "boundary_points",
+    "data",
+    "models",
+    "train",
     "CurvatureRate",
     "Jet",
     "RateFit",
