@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["History", "fit", "cache_key"]
+__all__ = ["History", "cache_key", "default_cache", "fit"]
 
 _OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -58,10 +58,13 @@ _FORMAT = 1
 
 
 class _FromEnvironment:
-    """Default of ``fit(cache=...)``: the folder named by ``$CRBOOK_CACHE``."""
+    """Default of ``fit(cache=...)``: ``$CRBOOK_CACHE``, else ``~/.cache/crbook/runs``.
+
+    ``CRBOOK_CACHE=off`` switches the default cache off.
+    """
 
     def __repr__(self) -> str:
-        return "<$CRBOOK_CACHE or no cache>"
+        return "<$CRBOOK_CACHE or ~/.cache/crbook/runs>"
 
 
 _FROM_ENV: Any = _FromEnvironment()
@@ -321,9 +324,23 @@ def _choose_device(device: Any) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def default_cache() -> Path | None:
+    """The folder ``fit`` caches runs in by default.
+
+    ``$CRBOOK_CACHE`` when it is set (``off`` or an empty value: no cache), else
+    ``~/.cache/crbook/runs``. Rebuilding the book therefore reuses finished runs.
+    """
+    value = os.environ.get("CRBOOK_CACHE")
+    if value is None:
+        return Path("~/.cache/crbook/runs").expanduser()
+    if value.strip().lower() in ("", "off"):
+        return None
+    return Path(value).expanduser()
+
+
 def _cache_dir(cache: Any) -> Path | None:
     if cache is _FROM_ENV:
-        cache = os.environ.get("CRBOOK_CACHE") or None
+        cache = default_cache()
     if cache is None:
         return None
     if not isinstance(cache, (str, os.PathLike)):
@@ -440,8 +457,8 @@ def fit(
     progress:
         Show a progress bar over the epochs.
     cache:
-        A folder for finished runs, or ``None`` for no caching. Default: the
-        folder in ``$CRBOOK_CACHE``, or no caching when it is unset.
+        A folder for finished runs, or ``None`` for no caching. Default:
+        :func:`default_cache` (``$CRBOOK_CACHE``, else ``~/.cache/crbook/runs``).
 
     Returns
     -------

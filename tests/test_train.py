@@ -10,7 +10,7 @@ from torch import nn
 
 from crbook import data
 from crbook.models import MLP
-from crbook.train import _needs_closure, fit
+from crbook.train import _needs_closure, default_cache, fit
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def moons():
 
 @pytest.fixture(autouse=True)
 def _no_cache_from_environment(monkeypatch):
-    monkeypatch.delenv("CRBOOK_CACHE", raising=False)
+    monkeypatch.setenv("CRBOOK_CACHE", "off")
 
 
 def _mlp(seed=0, **kwargs):
@@ -246,6 +246,17 @@ def test_the_cache_folder_comes_from_the_environment(moons, tmp_path, monkeypatc
     assert len(list((tmp_path / "env").iterdir())) == 1
     fit(_mlp(), moons, epochs=1, progress=False, cache=None)
     assert len(list((tmp_path / "env").iterdir())) == 1
+
+
+def test_default_cache_folder(monkeypatch, tmp_path):
+    monkeypatch.delenv("CRBOOK_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache() == tmp_path / ".cache" / "crbook" / "runs"
+    for off in ("off", "", " OFF "):
+        monkeypatch.setenv("CRBOOK_CACHE", off)
+        assert default_cache() is None
+    monkeypatch.setenv("CRBOOK_CACHE", str(tmp_path / "runs"))
+    assert default_cache() == tmp_path / "runs"
 
 
 def test_the_key_changes_with_every_setting(moons):
