@@ -8,9 +8,10 @@ Taylor mode), fits the rate, and carries the tools the book's chapters use.
 from crbook import data, models, train
 from crbook._boundary import BoundaryPoints, boundary_points
 from crbook._cauchy import taylor_coefficients
-from crbook._curvature import CurvatureRate, curvature_rate, unit_directions
+from crbook._crr import crr_objective, crr_penalty
 from crbook._profile import choose, profile
 from crbook._rate import RateFit, fit_rate
+from crbook._sam import SAM, frozen_running_stats
 from crbook._taylor import Jet, UnsupportedOperationError, directional_derivatives
 
 __all__ = [
@@ -22,14 +23,17 @@ __all__ = [
     "CurvatureRate",
     "Jet",
     "RateFit",
+    "SAM",
     "UnsupportedOperationError",
     "choose",
+    "crr_objective",
+    "crr_penalty",
     "curvature_rate",
     "directional_derivatives",
     "fit_rate",
+    "frozen_running_stats",
     "profile",
     "taylor_coefficients",
-    "unit_directions",
 ]
 
 __version__ = "0.1.0"
