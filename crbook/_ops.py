@@ -231,7 +231,7 @@ def _gelu(x, approximate="none"):
 
 
 def _masked(x: Jet, mask: Tensor) -> Jet:
-    return Jet(x.coeffs * mask.to(x.dtype), x.order)
+    return Jet(x.coeffs * mask, x.order)  # a bool mask multiplies without a copy
 
 
 @_rule(torch.relu, torch.Tensor.relu, F.relu)
