@@ -112,7 +112,7 @@ def crr_penalty(
 
     With ``d_n(i)`` the ``n``-th derivative of ``t ↦ ℓ(x_i + t u_i, y_i)`` at
     ``t = 0`` (``ℓ`` the cross-entropy of ``model``, ``u_i`` a unit Gaussian
-    direction, raw normalisation) and ``N`` the penalised orders, this returns
+    direction, raw normalisation) and ``N`` the penalised orders, this returns::
 
         scale × (1/|N|) Σ_{n ∈ N} (1/B) Σ_i |d_n(i)|.
 

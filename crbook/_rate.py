@@ -179,7 +179,7 @@ def fit_rate(
 ) -> RateFit:
     """Fit the curvature rate λ: the slope of ``log |v_n|`` against ``n``.
 
-    Solves the (weighted) least-squares problem
+    Solves the (weighted) least-squares problem::
 
         log |v_n| − c_n = intercept + λ n [+ κ log n],
 

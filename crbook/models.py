@@ -58,6 +58,10 @@ def activation_module(activation: Activation) -> nn.Module:
 class MLP(nn.Sequential):
     """A fully connected classifier: linear layers with an activation between them.
 
+    Weights are initialised Xavier-uniform (bound ``sqrt(6 / (fan_in +
+    fan_out))``) and biases at zero, as in the paper. The output is the logits,
+    shape ``(B, sizes[-1])``.
+
     Parameters
     ----------
     sizes:
@@ -66,10 +70,6 @@ class MLP(nn.Sequential):
     activation:
         ``"tanh"`` (default), ``"sigmoid"``, ``"softplus"``, ``"gelu"``,
         ``"silu"``, ``"relu"``, or an ``nn.Module`` class or instance.
-
-    Weights are initialised Xavier-uniform (bound ``sqrt(6 / (fan_in +
-    fan_out))``) and biases at zero, as in the paper. The output is the logits,
-    shape ``(B, sizes[-1])``.
 
     See chapter 4, λ of a network.
     """
