@@ -96,14 +96,19 @@ def unit_directions(
     return u / norms
 
 
-def _check(x: Tensor, y: Tensor | None, orders: Sequence[int], directions: int):
+def _check_points(x: Tensor) -> None:
+    """Raise unless ``x`` is a non-empty floating batch of shape ``(B, ...)``."""
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise TypeError(
             "x must be a floating tensor of shape (B, ...) with a batch axis, got "
-            f"{type(x).__name__} {getattr(x, 'shape', '')}"
+            f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
         )
     if x.shape[0] == 0:
         raise ValueError("x holds no points")
+
+
+def _check(x: Tensor, y: Tensor | None, orders: Sequence[int], directions: int):
+    _check_points(x)
     if y is not None:
         if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"y must be a tensor of integer labels, got {y!r:.60}")

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crbook._curvature import unit_directions
+from crbook._curvature import _check_points, unit_directions
 from crbook._taylor import directional_derivatives
 
 __all__ = ["WorstDirection", "worst_direction"]
@@ -112,13 +112,7 @@ class WorstDirection:
 def _check(model, x, y, order, iterations, starts, tol, quantity) -> None:
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
-        raise TypeError(
-            "x must be a floating tensor of shape (B, ...) with a batch axis, got "
-            f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
-        )
-    if x.shape[0] == 0:
-        raise ValueError("x holds no points")
+    _check_points(x)
     if quantity not in _QUANTITIES:
         raise ValueError(f"quantity must be one of {_QUANTITIES}, got {quantity!r}")
     if quantity == "output":

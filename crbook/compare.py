@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from crbook.metrics import (
     PairCurvatureRate,
     Reliability,
+    _check_band,
     least_confident_accuracy,
     pair_curvature_rate,
     reliability,
@@ -193,15 +194,7 @@ def evaluate(
             "evaluate draws its directions itself: pass seed=, not generator="
         )
     pairs = _check_pairs(pairs)
-    if (
-        not isinstance(band, (tuple, list))
-        or len(band) != 2
-        or not all(isinstance(v, (int, float)) for v in band)
-        or not 0 <= band[0] <= band[1] <= 1
-    ):
-        raise ValueError(
-            f"band must be (low, high) with 0 <= low <= high <= 1, got {band!r}"
-        )
+    _check_band(band)
 
     was_training = model.training
     model.eval()

@@ -415,6 +415,19 @@ def _probabilities(model: nn.Module, x: Tensor, chunk: int = 1024) -> Tensor:
         model.train(was_training)
 
 
+def _check_band(band: Any) -> None:
+    """Raise ``ValueError`` unless ``band`` is ``(low, high)``, 0 ≤ low ≤ high ≤ 1."""
+    if (
+        not isinstance(band, (tuple, list))
+        or len(band) != 2
+        or not all(isinstance(v, (int, float)) for v in band)
+        or not 0 <= band[0] <= band[1] <= 1
+    ):
+        raise ValueError(
+            f"band must be (low, high) with 0 <= low <= high <= 1, got {band!r}"
+        )
+
+
 def pair_curvature_rate(
     model: nn.Module,
     x: Tensor,
@@ -463,15 +476,7 @@ def pair_curvature_rate(
             f"{type(x).__name__} {tuple(getattr(x, 'shape', ()))}"
         )
     labels = _labels(y, x.shape[0], None)
-    if (
-        not isinstance(band, (tuple, list))
-        or len(band) != 2
-        or not all(isinstance(v, (int, float)) for v in band)
-        or not 0 <= band[0] <= band[1] <= 1
-    ):
-        raise ValueError(
-            f"band must be (low, high) with 0 <= low <= high <= 1, got {band!r}"
-        )
+    _check_band(band)
     probs = _probabilities(model, x)
     labels = torch.as_tensor(
         _labels(labels, x.shape[0], probs.shape[1]), device=x.device
