@@ -13,7 +13,7 @@ derivatives along random input directions. The derivatives come from univariate
 Taylor mode (:func:`crbook.directional_derivatives`), so they stay differentiable in
 the parameters and cost about one forward pass per coefficient the jet carries.
 
-See Part III, Shaping curvature (curvature-rate regularisation).
+See chapter 7, Curvature-rate regularisation.
 
 Limitations
 -----------
@@ -152,7 +152,7 @@ def crr_penalty(
     Tensor
         A scalar, differentiable with respect to the parameters of ``model``.
 
-    See Part III, Shaping curvature (curvature-rate regularisation).
+    See chapter 7, Curvature-rate regularisation.
     """
     _check_batch(x, y)
     orders = _check_orders(orders)
@@ -226,7 +226,7 @@ def crr_objective(
         of the cross-entropy, and the penalty. With ``scale == 0`` the loss comes
         from a plain forward pass and the penalty is an exact zero.
 
-    See Part III, Shaping curvature (curvature-rate regularisation).
+    See chapter 7, Curvature-rate regularisation.
     """
     _check_batch(x, y)
     orders = _check_orders(orders)

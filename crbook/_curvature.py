@@ -107,16 +107,21 @@ def _check_points(x: Tensor) -> None:
         raise ValueError("x holds no points")
 
 
+def _check_labels(x: Tensor, y: Tensor) -> None:
+    """Raise unless ``y`` holds one integer label per point of ``x``."""
+    if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"y must be a tensor of integer labels, got {y!r:.60}")
+    if y.shape != x.shape[:1]:
+        raise ValueError(
+            f"y must hold one label per point, shape ({x.shape[0]},), got "
+            f"{tuple(y.shape)}"
+        )
+
+
 def _check(x: Tensor, y: Tensor | None, orders: Sequence[int], directions: int):
     _check_points(x)
     if y is not None:
-        if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"y must be a tensor of integer labels, got {y!r:.60}")
-        if y.shape != x.shape[:1]:
-            raise ValueError(
-                f"y must hold one label per point, shape ({x.shape[0]},), got "
-                f"{tuple(y.shape)}"
-            )
+        _check_labels(x, y)
     bad = [n for n in orders if isinstance(n, bool) or not isinstance(n, int)]
     if bad or any(n < 1 for n in orders):
         raise ValueError(f"orders must be positive ints, got {list(orders)}")

