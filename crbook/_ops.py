@@ -181,7 +181,7 @@ _rule(torch.cos, torch.Tensor.cos)(_smooth(lambda c, k: series.sin_cos(c, k)[1])
 
 @_rule(torch.log1p, torch.Tensor.log1p)
 def _log1p(x):
-    return _log(_add(x, 1.0))
+    return Jet(series.log(x.coeffs, x.order, plus_one=True), x.order)
 
 
 @_rule(torch.expm1, torch.Tensor.expm1)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from crbook import _layers, _ops  # noqa: F401  (they register the rules)
+from crbook._fused import compiled_series
 from crbook._jet import _LAYERS, Jet, UnsupportedOperationError
 
 __all__ = ["Jet", "UnsupportedOperationError", "directional_derivatives"]
@@ -102,6 +103,7 @@ def directional_derivatives(
     method: str = "taylor",
     *,
     check_finite: bool = True,
+    compile: bool = False,
 ) -> Tensor:
     """Derivatives ``d^k/dt^k f(x + t u)`` at ``t = 0`` for ``k = 0 ... order``.
 
@@ -122,6 +124,12 @@ def directional_derivatives(
     check_finite:
         Raise ``ValueError`` when an input or a derivative is not finite (this
         synchronises with the device; switch it off inside training loops).
+    compile:
+        Run the ``tanh``, ``sigmoid``, ``exp`` and ``log`` recurrences as kernels
+        compiled by :func:`torch.compile` when autograd is not recording (Taylor
+        mode only). Each (function, order) pair compiles once per process, which
+        takes seconds; after that, deep orders cost several times less on a CPU.
+        See :mod:`crbook._fused`.
 
     Returns
     -------
@@ -131,10 +139,14 @@ def directional_derivatives(
     See chapter 1, Differentiation dynamics.
     """
     _check_inputs(x, u, order)
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False, got {compile!r}")
+    if compile and method != "taylor":
+        raise ValueError("compile=True applies to method='taylor' only")
     if check_finite:
         _check_finite_inputs(x, u)
     if method == "taylor":
-        with _tracking_layers(f):
+        with _tracking_layers(f), compiled_series(compile):
             out = f(Jet(torch.stack([x, u]) if order > 0 else x[None], order))
         if isinstance(out, Tensor):  # f does not depend on its input
             out = Jet(out[None], order)

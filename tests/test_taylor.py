@@ -33,9 +33,22 @@ def assert_close_per_order(a, b, tol=TOL):
 
 
 def check(f, x, u, order=8, tol=TOL):
-    taylor = crbook.directional_derivatives(f, x, u, order)
+    """Taylor mode against nested autograd, along both of the engine's code paths.
+
+    Without autograd the recurrences write into preallocated tensors; under
+    autograd (here forced by an input that requires a gradient) each coefficient
+    is a fresh tensor. Both must give the nested-autograd derivatives.
+    """
     nested = crbook.directional_derivatives(f, x, u, order, method="autograd")
-    assert_close_per_order(taylor, nested.detach(), tol)
+    nested = nested.detach()
+    taylor = crbook.directional_derivatives(f, x, u, order)
+    assert_close_per_order(taylor, nested, tol)
+    with torch.no_grad():
+        writable = crbook.directional_derivatives(f, x, u, order)
+    assert_close_per_order(writable, nested, tol)
+    recorded = crbook.directional_derivatives(f, x.clone().requires_grad_(), u, order)
+    assert recorded.requires_grad
+    assert_close_per_order(recorded.detach(), nested, tol)
     return taylor
 
 
@@ -395,6 +408,63 @@ def test_cuda_matches_cpu():
     assert not copies, "Taylor mode copied from the device to the host"
     assert gpu.is_cuda
     assert_close_per_order(gpu.cpu(), cpu, 1e-10)
+
+
+def test_confident_cross_entropy_keeps_its_digits_in_float32():
+    """Shifting the log-sum-exp by the top logit's whole series avoids cancellation.
+
+    At a confident point the loss and its derivatives are about exp(-margin);
+    computed as logsumexp(z) - z[y] they would be differences of numbers of size
+    one, and float32 would keep only about exp(-margin) / 1e-7 of their digits.
+    """
+    g = torch.Generator().manual_seed(21)
+    z = torch.randn(64, 10, generator=g, dtype=D)
+    y = torch.randint(10, (64,), generator=g)
+    z[torch.arange(64), y] += 12.0  # margins near 12: losses near 1e-5
+    u = torch.randn(64, 10, generator=g, dtype=D)
+
+    def loss(logits):
+        return F.cross_entropy(logits, y, reduction="none")
+
+    exact = crbook.directional_derivatives(loss, z, u, 6)
+    single = crbook.directional_derivatives(loss, z.float(), u.float(), 6).double()
+    assert exact[0].max() < 1e-3
+    # float32 rounding is 6e-8; subtracting numbers of size one would leave ~1e-3
+    assert_close_per_order(single, exact, 2e-6)
+    median = ((single - exact).abs() / exact.abs()).median().item()
+    assert median < 1e-6, median
+
+
+def test_compiled_recurrences_match_eager():
+    x, u = _inputs((5, 3), seed=22)
+
+    def f(z):
+        return torch.tanh(z) + torch.sigmoid(z) * torch.exp(-z) + torch.log(2 + z * z)
+
+    with torch.no_grad():
+        eager = crbook.directional_derivatives(f, x, u, 3)
+        compiled = crbook.directional_derivatives(f, x, u, 3, compile=True)
+    assert_close_per_order(compiled, eager, 1e-12)
+
+
+def test_compile_flag_is_checked():
+    x, u = _inputs((2, 2))
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        crbook.directional_derivatives(torch.tanh, x, u, 2, compile="yes")
+    with pytest.raises(ValueError, match="method='taylor' only"):
+        crbook.directional_derivatives(
+            torch.tanh, x, u, 2, method="autograd", compile=True
+        )
+
+
+def test_compile_under_autograd_runs_eagerly_and_stays_differentiable():
+    net = _smooth_mlp(nn.Tanh())
+    x, u = _inputs((3, 4), seed=23)
+    d = crbook.directional_derivatives(net, x, u, 3, compile=True)
+    d[3].sum().backward()
+    assert net[0].weight.grad is not None
+    eager = crbook.directional_derivatives(net, x, u, 3)
+    assert_close_per_order(d.detach(), eager.detach(), 1e-13)
 
 
 def test_constants_take_the_dtype_of_the_jet():
