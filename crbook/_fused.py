@@ -1,126 +1,62 @@
-"""Compiled Taylor-mode recurrences: ``directional_derivatives(..., compile=True)``.
+"""A whole Taylor pass compiled by ``torch.compile``: ``compile=True``.
 
-In eager mode each recurrence of :mod:`crbook._series` runs one small kernel per
-term, ``O(order**2)`` of them, and every kernel streams its operands through
-memory. :func:`torch.compile` turns a whole recurrence into one loop over the
-elements that keeps the coefficients of an element in registers, which is several
-times faster on a CPU (see ``benchmarks/README.md``).
+In eager mode a Taylor pass runs one small kernel per term of every recurrence,
+``O(order**2)`` of them per smooth layer, each streaming its operands through
+memory, plus the Python work of dispatching every operation to its rule.
+:func:`torch.compile` traces the whole pass once (the model, the jet's rules and
+the recurrences: they are ordinary PyTorch code) and fuses the recurrences into a
+few loops that keep an element's coefficients in registers. On a CPU deep orders
+then cost several times less (``benchmarks/README.md`` gives the ratios).
 
-The compiled functions below run the same arithmetic as the eager ones, term by
-term. Each (function, order, input degree) pair is compiled once per process, the
-first time it is met, which takes seconds (on a 2-core CPU about 5 to 20 s, less
-when TorchInductor's on-disk cache already holds it); the element count is a
-dynamic dimension, so new batch or layer sizes do not recompile.
+While tracing, the recurrences take their functional form (each coefficient a new
+tensor, as under autograd; see :mod:`crbook._series`), which the compiler fuses
+better than writes into preallocated tensors.
 
 Limitations
 -----------
-Only ``tanh``, ``sigmoid``, ``exp`` and ``log`` (which the cross-entropy's
-log-sum-exp uses) are compiled; every other rule runs eagerly. They are used only
-when autograd is not recording (under :func:`torch.no_grad`, or when no input
-requires a gradient); a CRR training step, which needs gradients, runs eagerly.
-Compiling needs a working :func:`torch.compile` backend: on a CPU, a C++ compiler.
+- The first call for each order (and for each new kind of model or input
+  layout) compiles, which takes seconds: about 5 to 30 s on a 2-core CPU, less
+  when TorchInductor's on-disk cache already holds the code. Later calls, with
+  any batch size and any parameter values, reuse it.
+- Random operations (dropout in training mode) draw from the compiled code's own
+  generator, so their masks differ from an eager pass with the same seed.
+- Compiling needs a working :func:`torch.compile` backend: on a CPU, a C++
+  compiler. Code that TorchDynamo cannot trace is run eagerly in pieces, which is
+  correct but slower.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-# A plain flag, not a ContextVar: TorchDynamo can trace a read of a module global
-# (so a whole Taylor pass compiles into one graph), not ContextVar.get.
-_ENABLED = [False]
-_KERNELS: dict[tuple, Callable[[Tensor], Tensor]] = {}
+# Each order compiles its own code; allow more variants than TorchDynamo's default
+# of eight per function (orders 1 ... 10 for two models need twenty).
+_RECOMPILE_LIMIT = 64
+_COMPILED: list[Callable] = []
 
 
-def enabled() -> bool:
-    """Whether the recurrences now running should use the compiled kernels."""
-    return _ENABLED[0]
+def compiled(taylor_pass: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``taylor_pass`` compiled once per process, with dynamic batch sizes."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(taylor_pass, dynamic=True))
+    return _COMPILED[0]
 
 
-@contextlib.contextmanager
-def compiled_series(on: bool = True) -> Iterator[None]:
-    """Use (or not) the compiled recurrences inside the ``with`` block."""
-    before = _ENABLED[0]
-    _ENABLED[0] = bool(on)
-    try:
-        yield
-    finally:
-        _ENABLED[0] = before
+def run(taylor_pass: Callable[..., Tensor], *args: Any) -> Tensor:
+    """Run the compiled ``taylor_pass`` on ``args``; name the backend on failure."""
+    from torch._dynamo import config
+    from torch._dynamo.exc import BackendCompilerFailed
 
-
-# -- the recurrences, written for tracing: one expression per coefficient ----------
-
-
-def _riccati(x: Tensor, order: int, degree: int, shift: bool) -> Tensor:
-    """``tanh`` (``shift``) or the sigmoid: ``y' = z x'``, ``z = (1 or y) - y**2``."""
-    y0 = torch.tanh(x[0]) if shift else torch.sigmoid(x[0])
-    ys = [y0]
-    zs = [1.0 - y0 * y0 if shift else y0 - y0 * y0]
-    for k in range(1, order + 1):
-        acc = x[1] * zs[k - 1] * (1.0 / k)
-        for j in range(2, min(k, degree) + 1):
-            acc = acc + (j / k) * (x[j] * zs[k - j])
-        ys.append(acc)
-        if k < order:
-            square = ys[0] * ys[k]
-            for i in range(1, (k + 1) // 2):
-                square = square + ys[i] * ys[k - i]
-            square = 2.0 * square
-            if k % 2 == 0:
-                square = square + ys[k // 2] * ys[k // 2]
-            zs.append(-square if shift else ys[k] - square)
-    return torch.stack(ys)
-
-
-def _exp(x: Tensor, order: int, degree: int) -> Tensor:
-    """``exp``: ``y[k] = sum_j (j / k) x[j] y[k - j]``."""
-    ys = [torch.exp(x[0])]
-    for k in range(1, order + 1):
-        acc = x[1] * ys[k - 1] * (1.0 / k)
-        for j in range(2, min(k, degree) + 1):
-            acc = acc + (j / k) * (x[j] * ys[k - j])
-        ys.append(acc)
-    return torch.stack(ys)
-
-
-def _log(x: Tensor, order: int, degree: int, plus_one: bool) -> Tensor:
-    """``log`` (of ``1 + x`` with ``plus_one``): ``y[k] = (x[k] - sum_i ((k - i) /
-    k) x[i] y[k - i]) / x[0]``, with ``1 + x[0]`` for ``x[0]`` under ``plus_one``."""
-    ys = [torch.log1p(x[0]) if plus_one else torch.log(x[0])]
-    inverse = 1.0 / (x[0] + 1.0) if plus_one else 1.0 / x[0]
-    for k in range(1, order + 1):
-        acc = x[k] if k <= degree else torch.zeros_like(x[0])
-        for i in range(1, min(k - 1, degree) + 1):
-            acc = acc - ((k - i) / k) * (x[i] * ys[k - i])
-        ys.append(acc * inverse)
-    return torch.stack(ys)
-
-
-_FUNCTIONS = {"riccati": _riccati, "exp": _exp, "log": _log}
-
-
-def series(name: str, x: Tensor, order: int, **options) -> Tensor:
-    """The series ``name`` of ``x`` (shape ``(d + 1, *S)``), from a compiled kernel."""
-    degree = x.shape[0] - 1
-    key = (name, order, degree, tuple(sorted(options.items())))
-    kernel = _KERNELS.get(key)
-    if kernel is None:
-        function = _FUNCTIONS[name]
-
-        def run(flat: Tensor) -> Tensor:
-            return function(flat, order, degree, **options)
-
-        kernel = torch.compile(run, dynamic=True, fullgraph=True)
-        _KERNELS[key] = kernel
-    try:
-        out = kernel(x.reshape(degree + 1, -1))
-    except Exception as error:  # the backend's own errors are varied
-        raise RuntimeError(
-            "compile=True needs a working torch.compile backend (on a CPU, a C++ "
-            f"compiler); compiling the {name} recurrence failed: {error}. Call "
-            "directional_derivatives with compile=False to run eagerly."
-        ) from error
-    return out.view((order + 1,) + tuple(x.shape[1:]))
+    with config.patch(recompile_limit=_RECOMPILE_LIMIT):
+        try:
+            return compiled(taylor_pass)(*args)
+        except BackendCompilerFailed as error:
+            raise RuntimeError(
+                "compile=True needs a working torch.compile backend (on a CPU, a "
+                f"C++ compiler); compiling the Taylor pass failed: {error}. Call "
+                "directional_derivatives with compile=False to run eagerly."
+            ) from error

@@ -15,10 +15,9 @@ allocated up front, and every sum accumulates in place there: no per-coefficient
 tensors, no final ``torch.stack``. Under autograd that is not allowed (a later write
 into the shared tensor would invalidate slices saved for the backward pass), so each
 coefficient is a fresh tensor and the coefficients are stacked at the end. Both ways
-run the same arithmetic in the same order and give the same numbers. Inside
-:func:`crbook._fused.compiled_series` (``directional_derivatives(...,
-compile=True)``), ``tanh``, ``sigmoid``, ``exp`` and ``log`` without autograd run
-compiled kernels instead (:mod:`crbook._fused`).
+run the same arithmetic in the same order and give the same numbers. While
+:func:`torch.compile` traces a Taylor pass (``directional_derivatives(...,
+compile=True)``) the functional way is taken too: the compiler fuses it better.
 
 See chapter 1, Differentiation dynamics.
 """
@@ -31,8 +30,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from crbook import _fused
-
 
 def degree(x: Tensor) -> int:
     """The degree of the series ``x``: its number of stored coefficients minus one."""
@@ -40,7 +37,12 @@ def degree(x: Tensor) -> int:
 
 
 def _writable(*tensors: Tensor) -> bool:
-    """Whether results may be written into preallocated tensors (autograd is off)."""
+    """Whether results may be written into preallocated tensors (autograd is off).
+
+    Not while :func:`torch.compile` traces: a functional graph fuses better.
+    """
+    if torch.compiler.is_compiling():
+        return False
     if not torch.is_grad_enabled():
         return True
     return not any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
@@ -185,8 +187,6 @@ def exp(x: Tensor, order: int) -> Tensor:
     """``exp(x)``: from ``y' = y x'``."""
     if degree(x) == 0:
         return torch.exp(x[:1])
-    if _fused.enabled() and _writable(x):
-        return _fused.series("exp", x, order)
     ys = _Coefficients(order + 1, x.shape[1:], x, _writable(x))
     ys.append(torch.exp(x[0], out=ys.out()))
     for k in range(1, order + 1):
@@ -204,8 +204,6 @@ def log(x: Tensor, order: int, plus_one: bool = False) -> Tensor:
     value = torch.log1p if plus_one else torch.log
     if degree(x) == 0:
         return value(x[:1])
-    if _fused.enabled() and _writable(x):
-        return _fused.series("log", x, order, plus_one=plus_one)
     writable = _writable(x)
     inv_x0 = 1.0 / (x[0] + 1.0) if plus_one else 1.0 / x[0]
     ys = _Coefficients(order + 1, x.shape[1:], x, writable)
@@ -250,8 +248,6 @@ def _riccati(x: Tensor, order: int, shift: bool) -> Tensor:
     value = torch.tanh if shift else torch.sigmoid
     if degree(x) == 0:
         return value(x[:1])
-    if _fused.enabled() and _writable(x):
-        return _fused.series("riccati", x, order, shift=shift)
     writable = _writable(x)
     ys = _Coefficients(order + 1, x.shape[1:], x, writable)
     zs = _Coefficients(order, x.shape[1:], x, writable)

@@ -33,8 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from crbook import _layers, _ops  # noqa: F401  (they register the rules)
-from crbook._fused import compiled_series
+from crbook import _fused, _layers, _ops  # noqa: F401  (_layers, _ops: the rules)
 from crbook._jet import _LAYERS, Jet, UnsupportedOperationError
 
 __all__ = ["Jet", "UnsupportedOperationError", "directional_derivatives"]
@@ -95,6 +94,16 @@ def _check_finite_inputs(x: Tensor, u: Tensor) -> None:
             raise ValueError(f"{name} has non-finite entries (nan or inf)")
 
 
+def _taylor_pass(f: Callable[[Any], Any], x: Tensor, u: Tensor, order: int) -> Tensor:
+    """The raw derivatives of ``f`` at ``x`` along ``u``: one pass of Taylor mode."""
+    out = f(Jet(torch.stack([x, u]) if order > 0 else x[None], order))
+    if isinstance(out, Tensor):  # f does not depend on its input
+        out = Jet(out[None], order)
+    if not isinstance(out, Jet):
+        raise TypeError(f"f must return a tensor, got {type(out).__name__}")
+    return out.derivatives()
+
+
 def directional_derivatives(
     f: Callable[[Any], Any],
     x: Tensor,
@@ -125,11 +134,11 @@ def directional_derivatives(
         Raise ``ValueError`` when an input or a derivative is not finite (this
         synchronises with the device; switch it off inside training loops).
     compile:
-        Run the ``tanh``, ``sigmoid``, ``exp`` and ``log`` recurrences as kernels
-        compiled by :func:`torch.compile` when autograd is not recording (Taylor
-        mode only). Each (function, order) pair compiles once per process, which
-        takes seconds; after that, deep orders cost several times less on a CPU.
-        See :mod:`crbook._fused`.
+        Compile the whole Taylor pass with :func:`torch.compile` (Taylor mode
+        only). The first call for each order compiles, which takes seconds; later
+        calls, with any batch size, run several times faster on a CPU at deep
+        orders. Worth it when the same model is differentiated many times. See
+        :mod:`crbook._fused` for what changes (dropout masks, for one).
 
     Returns
     -------
@@ -146,13 +155,11 @@ def directional_derivatives(
     if check_finite:
         _check_finite_inputs(x, u)
     if method == "taylor":
-        with _tracking_layers(f), compiled_series(compile):
-            out = f(Jet(torch.stack([x, u]) if order > 0 else x[None], order))
-        if isinstance(out, Tensor):  # f does not depend on its input
-            out = Jet(out[None], order)
-        if not isinstance(out, Jet):
-            raise TypeError(f"f must return a tensor, got {type(out).__name__}")
-        result = out.derivatives()
+        with _tracking_layers(f):
+            if compile:
+                result = _fused.run(_taylor_pass, f, x, u, order)
+            else:
+                result = _taylor_pass(f, x, u, order)
     elif method == "autograd":
         from crbook._nested import nested_derivatives
 
