@@ -11,6 +11,8 @@ and its own optimiser. Timed steps:
 - ``crr``: :func:`crbook.crr_objective` (orders 1–4, scale 200, whole batch, one
   shared direction, Taylor mode, dropout active): the loss and the penalty from
   one Taylor pass, then backward and an Adam step;
+- ``crr_chunks2``: the same with ``chunks=2``: two Taylor passes of 64 examples,
+  whose folded activations have the size of a plain pass's;
 - ``crr_two_pass``: a plain forward for the loss plus :func:`crbook.crr_penalty`,
   as the paper's code (and a ``regularizer=`` hook of ``crbook.train.fit``) does;
 - ``crr_nested``: the same penalty by nested autograd (``method="autograd"``).
@@ -107,14 +109,21 @@ def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
 
         return step
 
-    def crr_step() -> Callable[[], None]:
+    def crr_step(chunks: int) -> Callable[[], None]:
         model = copy.deepcopy(base)
         opt = torch.optim.Adam(model.parameters(), lr=LR)
 
         def step():
             opt.zero_grad()
             loss, penalty = crbook.crr_objective(
-                model, x, y, ORDERS, SCALE, directions, check_finite=False
+                model,
+                x,
+                y,
+                ORDERS,
+                SCALE,
+                directions,
+                check_finite=False,
+                chunks=chunks,
             )
             (loss + penalty).backward()
             opt.step()
@@ -145,7 +154,8 @@ def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
     return {
         "adam": adam_step(),
         "sam": sam_step(),
-        "crr": crr_step(),
+        "crr": crr_step(1),
+        "crr_chunks2": crr_step(2),
         "crr_two_pass": crr_penalty_step("taylor"),
         "crr_nested": crr_penalty_step("autograd"),
     }

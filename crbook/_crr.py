@@ -95,6 +95,51 @@ def _per_example_loss(model: nn.Module, y: Tensor):
     return loss
 
 
+def _check_chunks(chunks: int, count: int) -> int:
+    if isinstance(chunks, bool) or not isinstance(chunks, int):
+        raise TypeError(f"chunks must be an int, got {chunks!r}")
+    if not 1 <= chunks <= count:
+        raise ValueError(
+            f"chunks must be between 1 and the number of penalised examples "
+            f"{count}, got {chunks}"
+        )
+    return chunks
+
+
+def _chunked_derivatives(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    u: Tensor,
+    order: int,
+    chunks: int,
+    method: str,
+    check_finite: bool,
+) -> Tensor:
+    """The derivatives of the per-example loss, ``chunks`` examples groups at a time.
+
+    Every example's derivatives depend on that example alone, so splitting the
+    batch changes nothing but the size of the tensors of each pass.
+    """
+    parts = [
+        directional_derivatives(
+            _per_example_loss(model, yy),
+            xx,
+            uu,
+            order,
+            method=method,
+            check_finite=check_finite,
+        )
+        for xx, yy, uu in zip(
+            x.tensor_split(chunks),
+            y.tensor_split(chunks),
+            u.tensor_split(chunks),
+            strict=True,
+        )
+    ]
+    return parts[0] if chunks == 1 else torch.cat(parts, 1)
+
+
 def crr_penalty(
     model: nn.Module,
     x: Tensor,
@@ -107,6 +152,7 @@ def crr_penalty(
     *,
     method: str = "taylor",
     check_finite: bool = True,
+    chunks: int = 1,
 ) -> Tensor:
     """The CRR penalty: ``scale`` × mean over orders of the batch mean of ``|d_n|``.
 
@@ -146,6 +192,15 @@ def crr_penalty(
     check_finite:
         Raise ``ValueError`` when a derivative is not finite. The check waits for
         the device; switch it off to keep a GPU training loop asynchronous.
+    chunks:
+        Run each Taylor pass on this many groups of the examples, one group after
+        the other (default ``1``: the whole batch at once). The derivatives do not
+        change, since each example's depend on that example alone; each pass's
+        activations shrink by the factor. On a CPU, ``2`` keeps the largest tensors
+        of a ReLU network's pass (two coefficients folded into the batch axis) the
+        size of a plain pass's, which the caches and glibc's allocator then handle
+        as they do for SAM (``benchmarks/README.md``, "CRR step vs SAM step"). With
+        dropout active, each group draws its own masks.
 
     Returns
     -------
@@ -170,17 +225,17 @@ def crr_penalty(
     if scale == 0:
         return torch.zeros((), dtype=x.dtype, device=x.device)
 
+    chunks = _check_chunks(chunks, count if subset is None else subset)
     if subset is not None and subset < count:
         keep = torch.randperm(count, generator=generator, device=x.device)[:subset]
         x, y = x[keep], y[keep]
-    loss = _per_example_loss(model, y)
 
     def derivatives(order: int) -> Tensor:
         u = unit_directions(
             x.shape, dtype=x.dtype, device=x.device, generator=generator
         )
-        return directional_derivatives(
-            loss, x, u, order, method=method, check_finite=check_finite
+        return _chunked_derivatives(
+            model, x, y, u, order, chunks, method, check_finite
         )  # (order+1, B')
 
     if directions == "shared":
@@ -200,6 +255,7 @@ def crr_objective(
     *,
     method: str = "taylor",
     check_finite: bool = True,
+    chunks: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """The mean cross-entropy of the batch and its CRR penalty, from one Taylor pass.
 
@@ -216,7 +272,7 @@ def crr_objective(
 
     Parameters
     ----------
-    model, x, y, orders, scale, generator, method, check_finite:
+    model, x, y, orders, scale, generator, method, check_finite, chunks:
         As in :func:`crr_penalty`.
 
     Returns
@@ -231,11 +287,12 @@ def crr_objective(
     _check_batch(x, y)
     orders = _check_orders(orders)
     scale = _check_scale(scale)
-    loss = _per_example_loss(model, y)
+    chunks = _check_chunks(chunks, x.shape[0])
     if scale == 0:
+        loss = _per_example_loss(model, y)
         return loss(x).mean(), torch.zeros((), dtype=x.dtype, device=x.device)
     u = unit_directions(x.shape, dtype=x.dtype, device=x.device, generator=generator)
-    d = directional_derivatives(
-        loss, x, u, max(orders), method=method, check_finite=check_finite
+    d = _chunked_derivatives(
+        model, x, y, u, max(orders), chunks, method, check_finite
     )  # (order+1, B): d[0] is the per-example loss
     return d[0].mean(), scale * d[orders].abs().mean()

@@ -35,14 +35,22 @@ from crbook._ops import _add, _div, _exp, _mul, _neg, _pow, _sub
 
 
 def _add_bias(out: Jet, bias: Tensor | None, shape: tuple[int, ...]) -> Jet:
-    """Add ``bias`` to the value ``c[0]`` of ``out``, a jet this module just made.
+    """Add ``bias`` (viewed as ``shape``) to the value ``c[0]`` of ``out``, a jet
+    this module just made.
 
-    Writing into the fresh output is safe for autograd: the linear maps that made it
-    do not save their output for the backward pass.
+    Without autograd the bias goes into the value in place. Under autograd an
+    in-place write into one coefficient would make the backward pass copy the
+    gradient of the whole jet, so a series ``(bias, 0, 0, ...)`` is added instead.
     """
-    if bias is not None:
-        out.coeffs[0].add_(bias.view(shape))
-    return out
+    if bias is None:
+        return out
+    c = out.coeffs
+    b = bias.view(shape)
+    if series._writable(c, bias):
+        c[0].add_(b)
+        return out
+    b = torch.cat([b[None], b.new_zeros((c.shape[0] - 1,) + tuple(b.shape))])
+    return Jet(c + b.unsqueeze(1), out.order)
 
 
 @_rule(F.linear)
@@ -97,15 +105,27 @@ def _max_pool(pool: Callable, dims: int) -> Callable:
         return_indices=False,
     ):
         c = x.coeffs
+        # split, not c[0] and c[1:]: the backward pass of indexing would zero a
+        # tensor of the whole jet's size for each piece and add them up
+        head, rest = c.split([1, c.shape[0] - 1])
         value, index = pool(
-            c[0], kernel_size, stride, padding, dilation, ceil_mode, return_indices=True
+            head[0],
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+            return_indices=True,
         )
-        flat = c.flatten(-dims)  # (d+1, B, C, H*W)
-        idx = index.flatten(-dims).expand(
-            (c.shape[0],) + tuple(index.flatten(-dims).shape)
-        )
-        picked = flat.gather(-1, idx).view((c.shape[0],) + tuple(value.shape))
-        out = Jet(picked, x.order)
+        if c.shape[0] == 1:
+            out = Jet(value[None], x.order)
+        else:  # the other coefficients at the value's maxima
+            flat = rest.flatten(-dims)  # (d, B, C, H*W)
+            idx = index.flatten(-dims).expand(
+                (c.shape[0] - 1,) + tuple(index.flatten(-dims).shape)
+            )
+            rest = flat.gather(-1, idx).view((c.shape[0] - 1,) + tuple(value.shape))
+            out = Jet(torch.cat([value[None], rest]), x.order)
         return (out, index) if return_indices else out
 
     return rule

@@ -230,13 +230,12 @@ def _gelu(x, approximate="none"):
 # -- piecewise-linear functions: the branch is chosen by the value c[0] ------------
 
 
-def _masked(x: Jet, mask: Tensor) -> Jet:
-    return Jet(x.coeffs * mask, x.order)  # a bool mask multiplies without a copy
-
-
 @_rule(torch.relu, torch.Tensor.relu, F.relu)
 def _relu(x, inplace=False):
-    return _masked(x, x.coeffs[0] > 0)
+    # a float mask, made once: a bool one is converted again in the backward pass,
+    # and torch.where is slower still on a CPU
+    mask = (x.coeffs[0] > 0).to(x.dtype)
+    return Jet(x.coeffs * mask, x.order)
 
 
 @_rule(F.leaky_relu)

@@ -205,6 +205,27 @@ def test_objective_gives_the_loss_and_the_penalty_of_one_pass():
     assert zero.item() == 0.0
 
 
+@pytest.mark.parametrize("chunks", [2, 3, 5])
+def test_chunks_change_nothing_but_the_passes(chunks):
+    """Each example's derivatives are its own: groups of examples give the same
+    penalty, loss and gradients as the whole batch at once."""
+    model = _cnn()
+    x, y = _batch((10, 1, 6, 6), classes=3)
+    whole = crbook.crr_objective(model, x, y, (1, 2, 4), 3.0, _seeded(2))
+    split = crbook.crr_objective(model, x, y, (1, 2, 4), 3.0, _seeded(2), chunks=chunks)
+    for got, want in zip(split, whole, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    got = _grads(model, split[0] + split[1])
+    want = _grads(model, whole[0] + whole[1])
+    for g_got, g_want in zip(got, want, strict=True):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-13)
+    penalty = crbook.crr_penalty(
+        model, x, y, (1, 3), 3.0, "fresh", 7, _seeded(4), chunks=chunks
+    )
+    reference = crbook.crr_penalty(model, x, y, (1, 3), 3.0, "fresh", 7, _seeded(4))
+    torch.testing.assert_close(penalty, reference, rtol=1e-12, atol=0)
+
+
 def test_a_training_step_with_the_penalty():
     model = _cnn()
     x, y = _batch((8, 1, 6, 6), classes=3)
@@ -242,6 +263,10 @@ def test_a_training_step_with_the_penalty():
         ({"subset": 7}, ValueError, "between 1 and the batch size 6"),
         ({"subset": 2.0}, TypeError, "subset must be an int"),
         ({"method": "finite"}, ValueError, "method must be"),
+        ({"chunks": 0}, ValueError, "chunks must be between 1 and"),
+        ({"chunks": 7}, ValueError, "penalised examples 6, got 7"),
+        ({"chunks": 3, "subset": 2}, ValueError, "penalised examples 2, got 3"),
+        ({"chunks": 2.0}, TypeError, "chunks must be an int"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):
