@@ -11,8 +11,9 @@ and its own optimiser. Timed steps:
 - ``crr``: :func:`crbook.crr_objective` (orders 1–4, scale 200, whole batch, one
   shared direction, Taylor mode, dropout active): the loss and the penalty from
   one Taylor pass, then backward and an Adam step;
-- ``crr_chunks2``: the same with ``chunks=2``: two Taylor passes of 64 examples,
-  whose folded activations have the size of a plain pass's;
+- ``crr_chunks2``, ``crr_chunks4``: the same with ``chunks=2`` (two Taylor
+  passes of 64 examples, whose folded activations have the size of a plain
+  pass's) and ``chunks=4``;
 - ``crr_two_pass``: a plain forward for the loss plus :func:`crbook.crr_penalty`,
   as the paper's code (and a ``regularizer=`` hook of ``crbook.train.fit``) does;
 - ``crr_nested``: the same penalty by nested autograd (``method="autograd"``).
@@ -156,6 +157,7 @@ def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
         "sam": sam_step(),
         "crr": crr_step(1),
         "crr_chunks2": crr_step(2),
+        "crr_chunks4": crr_step(4),
         "crr_two_pass": crr_penalty_step("taylor"),
         "crr_nested": crr_penalty_step("autograd"),
     }
