@@ -50,7 +50,8 @@ def _add_bias(out: Jet, bias: Tensor | None, shape: tuple[int, ...]) -> Jet:
         c[0].add_(b)
         return out
     b = torch.cat([b[None], b.new_zeros((c.shape[0] - 1,) + tuple(b.shape))])
-    return Jet(c + b.unsqueeze(1), out.order)
+    b = b.view((c.shape[0],) + (1,) * (c.dim() - b.dim()) + tuple(b.shape[1:]))
+    return Jet(c + b, out.order)
 
 
 @_rule(F.linear)

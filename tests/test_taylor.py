@@ -205,6 +205,14 @@ def test_random_cnn_loss_in_eval_mode():
     check(lambda z: F.cross_entropy(net(z), y, reduction="none"), x, u, order=6)
 
 
+def test_layers_on_inputs_with_more_axes():
+    """Linear layers act on the last axis, whatever the axes before it."""
+    torch.manual_seed(24)
+    net = nn.Sequential(nn.Linear(5, 3), nn.Tanh(), nn.Linear(3, 2)).to(D)
+    x, u = _inputs((4, 2, 5), seed=24)
+    check(net, x, u, order=5)
+
+
 def test_conv1d_network():
     torch.manual_seed(7)
     net = nn.Sequential(
