@@ -51,7 +51,11 @@ def run(taylor_pass: Callable[..., Tensor], *args: Any) -> Tensor:
     from torch._dynamo import config
     from torch._dynamo.exc import BackendCompilerFailed
 
-    with config.patch(recompile_limit=_RECOMPILE_LIMIT):
+    # named cache_size_limit before torch 2.6
+    name = "recompile_limit"
+    if not hasattr(config, name):
+        name = "cache_size_limit"
+    with config.patch(**{name: _RECOMPILE_LIMIT}):
         try:
             return compiled(taylor_pass)(*args)
         except BackendCompilerFailed as error:

@@ -30,6 +30,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+try:
+    from torch.compiler import is_compiling as _is_compiling
+except ImportError:  # torch < 2.3: no tracing to detect
+
+    def _is_compiling() -> bool:
+        return False
+
 
 def degree(x: Tensor) -> int:
     """The degree of the series ``x``: its number of stored coefficients minus one."""
@@ -41,7 +48,7 @@ def _writable(*tensors: Tensor) -> bool:
 
     Not while :func:`torch.compile` traces: a functional graph fuses better.
     """
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return False
     if not torch.is_grad_enabled():
         return True
