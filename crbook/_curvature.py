@@ -152,6 +152,7 @@ def curvature_rate(
     quantity: str = "loss",
     clamp: float = 1e-12,
     method: str = "taylor",
+    compile: bool = False,
 ) -> CurvatureRate:
     """The paper's curvature rate λ of ``model`` at the points ``x``.
 
@@ -179,6 +180,10 @@ def curvature_rate(
     method:
         ``"taylor"`` or ``"autograd"``, passed to
         :func:`crbook.directional_derivatives`.
+    compile:
+        Compile the Taylor pass (:func:`crbook.directional_derivatives`'s
+        ``compile``): seconds for the first call of each order, then faster
+        calls at deep orders; worth it when λ is measured many times.
 
     Returns
     -------
@@ -215,7 +220,9 @@ def curvature_rate(
             return logits[torch.arange(ys.shape[0], device=ys.device), ys]
 
         with torch.no_grad():
-            d = directional_derivatives(f, xs, u, max(orders), method=method)
+            d = directional_derivatives(
+                f, xs, u, max(orders), method=method, compile=compile
+            )
     finally:
         model.train(was_training)
 

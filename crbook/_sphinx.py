@@ -46,6 +46,11 @@ A local "Open in Colab" badge
     inline SVG drawn here, so the page shows no broken image offline; the link
     itself is kept.
 
+Cell timeout from the environment
+    ``CRBOOK_CELL_TIMEOUT`` (seconds), when set, replaces ``execute.timeout`` of
+    ``_config.yml``. The tests' smoke build sets it, so that a kernel that
+    stops answering fails the build in minutes rather than half an hour.
+
 Configuration values (all optional): ``crbook_vendor_cache`` (folder for the
 tarballs, default as above) and ``crbook_npm_registry`` (default
 ``https://registry.npmjs.org``, or ``$CRBOOK_NPM_REGISTRY``).
@@ -413,10 +418,25 @@ document.addEventListener("DOMContentLoaded", function () {
 """
 
 
+def cell_timeout(value: str) -> int:
+    """``CRBOOK_CELL_TIMEOUT`` as seconds: a positive whole number."""
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise ValueError(
+            f"CRBOOK_CELL_TIMEOUT must be a positive number of seconds, got {value!r}"
+        )
+    return seconds
+
+
 def _configure(app: Sphinx, config: Config) -> None:
     config.nb_execution_cache_path = execution_cache_path(
         config.nb_execution_cache_path, app.outdir, profile()
     )
+    if os.environ.get("CRBOOK_CELL_TIMEOUT"):
+        config.nb_execution_timeout = cell_timeout(os.environ["CRBOOK_CELL_TIMEOUT"])
     config.mathjax_path = MATHJAX.static_path
     # In this order: the shim must register its listener before widgets load.
     config.nb_ipywidgets_js = {

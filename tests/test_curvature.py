@@ -132,6 +132,20 @@ def test_taylor_and_autograd_agree():
     assert a.lam == pytest.approx(b.lam, rel=1e-10)
 
 
+def test_compiled_taylor_pass_gives_the_same_rate():
+    model = _model()
+    x, y = _data(6)
+    kwargs = dict(orders=(1, 2, 3, 4), directions=2)
+    a = crbook.curvature_rate(
+        model, x, y, generator=torch.Generator().manual_seed(1), **kwargs
+    )
+    b = crbook.curvature_rate(
+        model, x, y, generator=torch.Generator().manual_seed(1), compile=True, **kwargs
+    )
+    assert b.lam == pytest.approx(a.lam, rel=1e-10)
+    assert np.allclose(b.mean_log, a.mean_log, rtol=1e-10, atol=0)
+
+
 def test_unit_directions():
     u = crbook.unit_directions((4, 3, 5, 5), generator=torch.Generator().manual_seed(0))
     assert torch.allclose(u.flatten(1).norm(dim=1), torch.ones(4))
