@@ -67,7 +67,7 @@ __all__ = [
 _POINTS = ("boundary", "fixed")
 _LABELS = ("true", "predicted")
 _QUANTITIES = ("loss", "logit")
-_FORMAT = 1  # bump when the tracker measures differently: old runs are not reused
+_FORMAT = 2  # bump when the tracker measures differently: old runs are not reused
 
 
 @dataclass(frozen=True)
