@@ -23,6 +23,10 @@ Limitations
 - Compiling needs a working :func:`torch.compile` backend: on a CPU, a C++
   compiler. Code that TorchDynamo cannot trace is run eagerly in pieces, which is
   correct but slower.
+- An operation without a Taylor-mode rule still raises
+  :class:`~crbook.UnsupportedOperationError` naming it, but not the layer it
+  sits in: the hooks that track the running layer are left out of the traced
+  pass.
 """
 
 from __future__ import annotations

@@ -155,10 +155,10 @@ def directional_derivatives(
     if check_finite:
         _check_finite_inputs(x, u)
     if method == "taylor":
-        with _tracking_layers(f):
-            if compile:
-                result = _fused.run(_taylor_pass, f, x, u, order)
-            else:
+        if compile:  # no layer-tracking hooks: they would be traced too
+            result = _fused.run(_taylor_pass, f, x, u, order)
+        else:
+            with _tracking_layers(f):
                 result = _taylor_pass(f, x, u, order)
     elif method == "autograd":
         from crbook._nested import nested_derivatives

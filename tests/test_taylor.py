@@ -462,6 +462,13 @@ def test_compiled_pass_matches_eager():
     assert_close_per_order(part, eager[:, :3], 1e-12)
 
 
+def test_compiled_pass_still_names_an_unsupported_operation():
+    x, u = _inputs((3, 2))
+    net = nn.Sequential(nn.Linear(2, 3), nn.Hardswish()).to(D)
+    with pytest.raises(crbook.UnsupportedOperationError, match="hardswish"):
+        crbook.directional_derivatives(net, x, u, 2, compile=True)
+
+
 def test_compile_flag_is_checked():
     x, u = _inputs((2, 2))
     with pytest.raises(TypeError, match="compile must be True or False"):
