@@ -263,59 +263,9 @@ def test_configure_reads_the_active_profile(monkeypatch, tmp_path, name):
     assert all("://" not in path for path in config.nb_ipywidgets_js)
 
 
-def build_tiny_book(source: Path, name: str) -> str:
-    """Build ``source`` as text at profile ``name``; return the notebook's page."""
-    env = {**os.environ, "CRBOOK_PROFILE": name, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "sphinx", "-q", "-b", "text"]
-    result = subprocess.run(
-        [*command, str(source), str(source / "_build" / "text")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return (source / "_build" / "text" / "page.txt").read_text(encoding="utf-8")
-
-
-def test_a_build_at_another_profile_does_not_show_stale_outputs(tmp_path):
-    # A one-cell notebook that prints the profile its kernel ran under, built
-    # into the same folder at two profiles: jupyter-cache alone would hand the
-    # second build the first build's output.
-    (tmp_path / "conf.py").write_text(
-        'extensions = ["myst_nb", "crbook._sphinx"]\n'
-        'nb_execution_mode = "cache"\n'
-        'exclude_patterns = ["_build"]\n',
-        encoding="utf-8",
-    )
-    cell = {
-        "cell_type": "code",
-        "execution_count": None,
-        "metadata": {},
-        "outputs": [],
-        "source": "import os\nprint('ran under', os.environ['CRBOOK_PROFILE'])",
-    }
-    notebook = {
-        "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Page"}, cell],
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3"},
-            "language_info": {"name": "python"},
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    (tmp_path / "page.ipynb").write_text(json.dumps(notebook), encoding="utf-8")
-    (tmp_path / "index.md").write_text("# Tiny\n\n```{toctree}\npage\n```\n")
-    assert "ran under smoke" in build_tiny_book(tmp_path, "smoke")
-    assert "ran under book" in build_tiny_book(tmp_path, "book")
-    cache = tmp_path / "_build" / ".jupyter_cache"
-    assert sorted(p.name for p in cache.iterdir()) == ["book", "smoke"]
-
-
 def _tiny_book(folder: Path, source: str) -> Path:
     """A one-page book in ``folder`` whose notebook runs the code ``source``."""
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     (folder / "conf.py").write_text(
         'extensions = ["myst_nb", "crbook._sphinx"]\n'
         'nb_execution_mode = "cache"\n'
@@ -346,13 +296,13 @@ def _tiny_book(folder: Path, source: str) -> Path:
     return folder
 
 
-def _sphinx_text_build(source: Path, timeout: int) -> tuple[int, str]:
-    env = {
-        **os.environ,
-        "CRBOOK_PROFILE": "smoke",
-        "OMP_NUM_THREADS": "1",
-        "CRBOOK_CELL_TIMEOUT": str(timeout),
-    }
+def _sphinx_text_build(
+    source: Path, profile: str = "smoke", cell_timeout: int | None = None
+) -> tuple[int, str]:
+    """Build ``source`` as text; return the exit status and the log."""
+    env = {**os.environ, "CRBOOK_PROFILE": profile, "OMP_NUM_THREADS": "1"}
+    if cell_timeout is not None:
+        env["CRBOOK_CELL_TIMEOUT"] = str(cell_timeout)
     command = [sys.executable, "-m", "sphinx", "-q", "-b", "text"]
     result = subprocess.run(
         [*command, str(source), str(source / "_build" / "text")],
@@ -363,6 +313,24 @@ def _sphinx_text_build(source: Path, timeout: int) -> tuple[int, str]:
         check=False,
     )
     return result.returncode, result.stdout + result.stderr
+
+
+def build_tiny_book(source: Path, name: str) -> str:
+    """Build ``source`` as text at profile ``name``; return the notebook's page."""
+    returncode, log = _sphinx_text_build(source, name)
+    assert returncode == 0, log
+    return (source / "_build" / "text" / "page.txt").read_text(encoding="utf-8")
+
+
+def test_a_build_at_another_profile_does_not_show_stale_outputs(tmp_path):
+    # A one-cell notebook that prints the profile its kernel ran under, built
+    # into the same folder at two profiles: jupyter-cache alone would hand the
+    # second build the first build's output.
+    _tiny_book(tmp_path, "import os\nprint('ran under', os.environ['CRBOOK_PROFILE'])")
+    assert "ran under smoke" in build_tiny_book(tmp_path, "smoke")
+    assert "ran under book" in build_tiny_book(tmp_path, "book")
+    cache = tmp_path / "_build" / ".jupyter_cache"
+    assert sorted(p.name for p in cache.iterdir()) == ["book", "smoke"]
 
 
 STUCK_ONCE = (
@@ -377,12 +345,12 @@ STUCK_ONCE = (
 
 def test_a_cell_past_the_timeout_fails_the_build_and_one_retry_recovers(tmp_path):
     plain = _tiny_book(tmp_path / "plain", STUCK_ONCE)
-    returncode, log = _sphinx_text_build(plain, timeout=3)
+    returncode, log = _sphinx_text_build(plain, cell_timeout=3)
     assert returncode != 0 and "CellTimeoutError" in log, log[-2000:]
 
     retried = _tiny_book(tmp_path / "retried", STUCK_ONCE)
     returncode, log = build_retrying_a_stuck_kernel(
-        lambda: _sphinx_text_build(retried, timeout=3)
+        lambda: _sphinx_text_build(retried, cell_timeout=3)
     )
     assert returncode == 0, log[-2000:]
     page = (retried / "_build" / "text" / "page.txt").read_text(encoding="utf-8")
