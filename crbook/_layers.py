@@ -34,40 +34,69 @@ from crbook._ops import _add, _div, _exp, _mul, _neg, _pow, _sub
 # -- linear layers -----------------------------------------------------------------
 
 
-def _add_bias(out: Jet, bias: Tensor | None, shape: tuple[int, ...]) -> Jet:
-    """Add ``bias`` (viewed as ``shape``) to the value ``c[0]`` of ``out``, a jet
-    this module just made.
+class _BiasOnValue(torch.autograd.Function):
+    """``out[:rows] += bias`` in place, for a tensor the layer's rule just made.
 
-    Without autograd the bias goes into the value in place. Under autograd an
-    in-place write into one coefficient would make the backward pass copy the
-    gradient of the whole jet, so a series ``(bias, 0, 0, ...)`` is added instead.
+    Under autograd, an in-place write into a slice would make the backward pass
+    copy the gradient of the whole jet (``CopySlices``), and adding the series
+    ``(bias, 0, 0, ...)`` out of place would allocate one more jet-sized tensor.
+    This function does neither: the forward pass writes the value rows only, the
+    backward pass hands the gradient on as it is and sums the value rows for the
+    bias.
+    """
+
+    @staticmethod
+    def forward(ctx, out: Tensor, bias: Tensor, rows: int) -> Tensor:
+        out[:rows].add_(bias)
+        ctx.mark_dirty(out)
+        ctx.rows = rows
+        ctx.bias_shape = bias.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        bias_grad = None
+        if ctx.needs_input_grad[1]:
+            bias_grad = grad[: ctx.rows].sum_to_size(ctx.bias_shape)
+        return grad, bias_grad, None
+
+
+def _add_bias(
+    out: Tensor, bias: Tensor | None, shape: tuple[int, ...], rows: int = 1
+) -> Tensor:
+    """Add ``bias`` (viewed as ``shape``) to the value of a layer's output.
+
+    ``out`` is a tensor the layer's rule just made, whose first ``rows`` entries
+    along axis 0 hold the value ``c[0]``: ``1`` for a jet ``(d+1, B, ...)``, ``B``
+    for one folded into the batch axis, ``((d+1)*B, ...)``.
     """
     if bias is None:
         return out
-    c = out.coeffs
     b = bias.view(shape)
-    if series._writable(c, bias):
-        c[0].add_(b)
+    if series._writable(out, bias):
+        out[:rows].add_(b)
         return out
-    b = torch.cat([b[None], b.new_zeros((c.shape[0] - 1,) + tuple(b.shape))])
-    b = b.view((c.shape[0],) + (1,) * (c.dim() - b.dim()) + tuple(b.shape[1:]))
-    return Jet(c + b, out.order)
+    if not series._is_compiling() and out._base is None:
+        return _BiasOnValue.apply(out, b, rows)
+    head, rest = out.split([rows, out.shape[0] - rows])  # functional, for tracing
+    return torch.cat([head + b, rest])
 
 
 @_rule(F.linear)
 def _linear(x, weight, bias=None):
     _check_param(weight, "weight")
     _check_param(bias, "bias")
-    out = Jet(F.linear(x.coeffs, weight), x.order)
-    return _add_bias(out, bias, (-1,))
+    return Jet(_add_bias(F.linear(x.coeffs, weight), bias, (-1,)), x.order)
 
 
 def _conv(conv: Callable, dims: int) -> Callable:
     def rule(x, weight, bias=None, *args, **kwargs):
         _check_param(weight, "weight")
         _check_param(bias, "bias")
-        out = _map(x, lambda c: conv(c, weight, None, *args, **kwargs))
-        return _add_bias(out, bias, (-1,) + (1,) * dims)
+        c = x.coeffs
+        out = conv(c.reshape((-1,) + tuple(c.shape[2:])), weight, None, *args, **kwargs)
+        out = _add_bias(out, bias, (-1,) + (1,) * dims, rows=c.shape[1])
+        return Jet(out.reshape(tuple(c.shape[:2]) + tuple(out.shape[1:])), x.order)
 
     return rule
 
@@ -95,6 +124,42 @@ for _op in (
     _rule(_op)(_linear_map(_op))
 
 
+def _gather_rest(rest: Tensor, index: Tensor, dims: int) -> Tensor:
+    """The coefficients ``rest`` (``(d, B, C, *spatial)``) at the value's maxima."""
+    flat = index.flatten(-dims)
+    picked = rest.flatten(-dims).gather(-1, flat.expand((rest.shape[0],) + flat.shape))
+    return picked.view((rest.shape[0],) + tuple(index.shape))
+
+
+class _MaxPoolJet(torch.autograd.Function):
+    """Max-pooling of a jet: the value picks the maxima, the other coefficients
+    are read at the same places.
+
+    One function for the whole jet, so that the backward pass scatters the
+    gradient of every coefficient into one zero tensor, instead of making one per
+    piece and concatenating them.
+    """
+
+    @staticmethod
+    def forward(ctx, c: Tensor, pool: Callable, dims: int, *args) -> tuple:
+        value, index = pool(c[0], *args, return_indices=True)
+        out = torch.cat([value[None], _gather_rest(c[1:], index, dims)])
+        ctx.save_for_backward(index)
+        ctx.mark_non_differentiable(index)
+        ctx.dims, ctx.shape = dims, c.shape
+        return out, index
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _: Tensor) -> tuple:
+        (index,) = ctx.saved_tensors
+        flat = index.flatten(-ctx.dims)
+        grad_c = grad.new_zeros(ctx.shape).flatten(-ctx.dims)
+        grad_c.scatter_add_(
+            -1, flat.expand((grad.shape[0],) + flat.shape), grad.flatten(-ctx.dims)
+        )
+        return (grad_c.view(ctx.shape), None, None) + (None,) * 5
+
+
 def _max_pool(pool: Callable, dims: int) -> Callable:
     def rule(
         x,
@@ -106,27 +171,16 @@ def _max_pool(pool: Callable, dims: int) -> Callable:
         return_indices=False,
     ):
         c = x.coeffs
-        # split, not c[0] and c[1:]: the backward pass of indexing would zero a
-        # tensor of the whole jet's size for each piece and add them up
-        head, rest = c.split([1, c.shape[0] - 1])
-        value, index = pool(
-            head[0],
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            ceil_mode,
-            return_indices=True,
-        )
-        if c.shape[0] == 1:
-            out = Jet(value[None], x.order)
-        else:  # the other coefficients at the value's maxima
-            flat = rest.flatten(-dims)  # (d, B, C, H*W)
-            idx = index.flatten(-dims).expand(
-                (c.shape[0] - 1,) + tuple(index.flatten(-dims).shape)
-            )
-            rest = flat.gather(-1, idx).view((c.shape[0] - 1,) + tuple(value.shape))
-            out = Jet(torch.cat([value[None], rest]), x.order)
+        args = (kernel_size, stride, padding, dilation, ceil_mode)
+        if not series._is_compiling():
+            out, index = _MaxPoolJet.apply(c, pool, dims, *args)
+        else:  # functional, for tracing
+            # split, not c[0] and c[1:]: the backward pass of indexing would zero
+            # a tensor of the whole jet's size for each piece
+            head, rest = c.split([1, c.shape[0] - 1])
+            value, index = pool(head[0], *args, return_indices=True)
+            out = torch.cat([value[None], _gather_rest(rest, index, dims)])
+        out = Jet(out, x.order)
         return (out, index) if return_indices else out
 
     return rule
@@ -174,8 +228,7 @@ def _batch_norm(
     if bias is not None:
         shift = shift + bias
     shape = (-1,) + (1,) * (x.ndim - 2)
-    out = Jet(x.coeffs * scale.view(shape), x.order)
-    return _add_bias(out, shift, shape)
+    return Jet(_add_bias(x.coeffs * scale.view(shape), shift, shape), x.order)
 
 
 @_rule(F.layer_norm)

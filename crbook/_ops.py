@@ -230,12 +230,20 @@ def _gelu(x, approximate="none"):
 # -- piecewise-linear functions: the branch is chosen by the value c[0] ------------
 
 
+def _positive(c0: Tensor) -> Tensor:
+    """``1.0`` where ``c0 > 0``, else ``0.0``, in ``c0``'s dtype.
+
+    A float mask, made in one pass: a bool one would be converted again in the
+    backward pass, and ``torch.where`` is slower still on a CPU.
+    """
+    if series._is_compiling():
+        return (c0 > 0).to(c0.dtype)
+    return torch.gt(c0, 0, out=torch.empty_like(c0))
+
+
 @_rule(torch.relu, torch.Tensor.relu, F.relu)
 def _relu(x, inplace=False):
-    # a float mask, made once: a bool one is converted again in the backward pass,
-    # and torch.where is slower still on a CPU
-    mask = (x.coeffs[0] > 0).to(x.dtype)
-    return Jet(x.coeffs * mask, x.order)
+    return Jet(x.coeffs * _positive(x.coeffs[0]), x.order)
 
 
 @_rule(F.leaky_relu)

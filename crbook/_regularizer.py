@@ -29,7 +29,7 @@ from crbook._crr import _DIRECTIONS, _check_orders, _check_scale, crr_penalty
 __all__ = ["CRR"]
 
 _METHODS = ("taylor", "autograd")
-_FORMAT = 2  # bump when the penalty is computed differently: old runs are stale
+_FORMAT = 3  # bump when the penalty is computed differently: old runs are stale
 
 
 @dataclass(frozen=True)

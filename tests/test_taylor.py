@@ -488,3 +488,115 @@ def test_constants_take_the_dtype_of_the_jet():
 
     d = check(f, x, u, order=5)
     assert d.dtype == D
+
+
+class _OverlapCNN(nn.Module):
+    """Biased convolutions, BatchNorm's shift, ReLU and max-pooling whose windows
+    overlap (so one input receives the gradient of several outputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 3)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 4, 2)
+        self.pool = nn.MaxPool2d(3, stride=1)
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        return self.fc(torch.tanh(torch.flatten(x, 1)))
+
+
+def _overlap_cnn():
+    torch.manual_seed(31)
+    net = _OverlapCNN().to(D)
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.3, 0.3)
+        net.bn.running_var.uniform_(0.5, 2.0)
+        net.bn.weight.uniform_(0.5, 1.5)
+        net.bn.bias.uniform_(-0.5, 0.5)
+    return net.eval()
+
+
+def _gradients(net, x, u, y, method, frozen=()):
+    """Gradients of a CRR-like objective in the parameters (those not frozen) and
+    in the input."""
+    x = x.clone().requires_grad_()
+    for name, p in net.named_parameters():
+        p.requires_grad_(name not in frozen)
+        p.grad = None
+
+    def loss(z):
+        return F.cross_entropy(net(z), y, reduction="none")
+
+    d = crbook.directional_derivatives(loss, x, u, 4, method=method)
+    (d[0].mean() + d[1:].abs().mean()).backward()
+    grads = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    return grads, x.grad
+
+
+@pytest.mark.parametrize(
+    "frozen",
+    [(), ("conv1.weight", "conv2.weight"), ("conv2.bias", "fc.bias", "bn.bias")],
+    ids=["all", "weights_frozen", "biases_frozen"],
+)
+def test_parameter_gradients_through_conv_bias_relu_and_overlapping_pools(frozen):
+    net = _overlap_cnn()
+    x, u = _inputs((3, 2, 9, 9), seed=32)
+    y = _labels(3, 3)
+    taylor, taylor_x = _gradients(net, x, u, y, "taylor", frozen)
+    nested, nested_x = _gradients(net, x, u, y, "autograd", frozen)
+    assert (
+        set(taylor)
+        == set(nested)
+        == {n for n, _ in net.named_parameters() if n not in frozen}
+    )
+    for name in nested:
+        assert torch.allclose(taylor[name], nested[name], rtol=1e-9, atol=1e-12), name
+    assert torch.allclose(taylor_x, nested_x, rtol=1e-9, atol=1e-12)
+
+
+def _backward_nodes(tensor):
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return {type(node).__name__ for node in seen}
+
+
+def test_layer_rules_copy_no_jet_in_the_backward_pass():
+    """A bias written into a slice of the jet would make autograd copy the whole
+    jet's gradient (CopySlices); the layer rules use their own functions."""
+    net = _overlap_cnn()
+    x, u = _inputs((2, 2, 9, 9), seed=33)
+    d = crbook.directional_derivatives(net, x, u, 3)
+    nodes = _backward_nodes(d)
+    assert "CopySlices" not in nodes
+    assert {"_BiasOnValueBackward", "_MaxPoolJetBackward"} <= nodes
+
+
+def test_jet_layer_functions_pass_gradcheck_and_gradgradcheck():
+    from crbook._layers import _BiasOnValue, _MaxPoolJet
+
+    g = torch.Generator().manual_seed(34)
+    out = torch.randn(6, 3, 4, 4, dtype=D, generator=g, requires_grad=True)
+    bias = torch.randn(3, 1, 1, dtype=D, generator=g, requires_grad=True)
+
+    def add(o, b):  # a clone: the function writes into its first argument
+        return _BiasOnValue.apply(o.clone(), b, 2)
+
+    assert torch.autograd.gradcheck(add, (out, bias))
+    assert torch.autograd.gradgradcheck(add, (out, bias))
+    assert torch.equal(add(out, bias)[2:], out[2:])
+
+    c = torch.randn(3, 2, 2, 6, 6, dtype=D, generator=g, requires_grad=True)
+
+    def pool(jet):
+        return _MaxPoolJet.apply(jet, F.max_pool2d, 2, 3, 2, 1, 1, False)[0]
+
+    assert torch.autograd.gradcheck(pool, (c,))
+    assert torch.autograd.gradgradcheck(pool, (c,))
