@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crbook._curvature import unit_directions
+from crbook._jet import Jet
 from crbook._taylor import directional_derivatives
 
 __all__ = ["crr_objective", "crr_penalty"]
@@ -89,9 +90,18 @@ def _check_scale(scale: float) -> float:
     return float(scale)
 
 
-def _per_example_loss(model: nn.Module, y: Tensor):
+def _per_example_loss(model: nn.Module, y: Tensor, logits: list | None = None):
+    """The per-example cross-entropy of ``model``, a function of the input.
+
+    When ``logits`` is a list, each call appends the (detached) value of the
+    model's output to it: the logits, read off the jet's zeroth coefficient.
+    """
+
     def loss(z):
-        return F.cross_entropy(model(z), y, reduction="none")
+        out = model(z)
+        if logits is not None:
+            logits.append((out.coeffs[0] if isinstance(out, Jet) else out).detach())
+        return F.cross_entropy(out, y, reduction="none")
 
     return loss
 
@@ -116,15 +126,17 @@ def _chunked_derivatives(
     chunks: int,
     method: str,
     check_finite: bool,
+    logits: list | None = None,
 ) -> Tensor:
-    """The derivatives of the per-example loss, ``chunks`` examples groups at a time.
+    """The derivatives of the per-example loss, in ``chunks`` groups of examples
+    one after the other (the logits of each group go to ``logits``, when given).
 
     Every example's derivatives depend on that example alone, so splitting the
     batch changes nothing but the size of the tensors of each pass.
     """
     parts = [
         directional_derivatives(
-            _per_example_loss(model, yy),
+            _per_example_loss(model, yy, logits),
             xx,
             uu,
             order,
@@ -285,15 +297,34 @@ def crr_objective(
 
     See chapter 7, Curvature-rate regularisation.
     """
+    _, loss, penalty = _objective(
+        model, x, y, orders, scale, generator, method, check_finite, chunks
+    )
+    return loss, penalty
+
+
+def _objective(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    orders: Sequence[int],
+    scale: float,
+    generator: torch.Generator | None,
+    method: str,
+    check_finite: bool,
+    chunks: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`crr_objective`, and the batch's logits (detached) before it."""
     _check_batch(x, y)
     orders = _check_orders(orders)
     scale = _check_scale(scale)
     chunks = _check_chunks(chunks, x.shape[0])
+    logits: list[Tensor] = []
     if scale == 0:
-        loss = _per_example_loss(model, y)
-        return loss(x).mean(), torch.zeros((), dtype=x.dtype, device=x.device)
+        loss = _per_example_loss(model, y, logits)(x).mean()
+        return logits[0], loss, torch.zeros((), dtype=x.dtype, device=x.device)
     u = unit_directions(x.shape, dtype=x.dtype, device=x.device, generator=generator)
     d = _chunked_derivatives(
-        model, x, y, u, max(orders), chunks, method, check_finite
+        model, x, y, u, max(orders), chunks, method, check_finite, logits
     )  # (order+1, B): d[0] is the per-example loss
-    return d[0].mean(), scale * d[orders].abs().mean()
+    return torch.cat(logits), d[0].mean(), scale * d[orders].abs().mean()

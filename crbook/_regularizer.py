@@ -24,7 +24,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from crbook._crr import _DIRECTIONS, _check_orders, _check_scale, crr_penalty
+from crbook._crr import (
+    _DIRECTIONS,
+    _check_orders,
+    _check_scale,
+    _objective,
+    crr_penalty,
+)
 
 __all__ = ["CRR"]
 
@@ -62,6 +68,21 @@ class CRR:
     method:
         ``"taylor"`` (default) or ``"autograd"`` (nested autograd, the slow
         reference).
+    one_pass:
+        ``True``: :func:`crbook.train.fit` takes the batch's loss and logits from
+        the Taylor pass that gives the penalty (:func:`crbook.crr_objective`)
+        instead of running a forward pass of its own, which saves about a third
+        of a training step. The loss and the penalty then see the same dropout
+        masks. Needs ``directions="shared"``, ``subset=None`` and
+        ``eval_mode=False``, the settings under which the two passes would
+        differentiate the same function. ``False`` (default): a forward pass for
+        the loss, then the penalty, as in the paper's code.
+    chunks:
+        Run the Taylor pass on this many groups of each batch in turn (at most
+        one per example), as in :func:`crbook.crr_penalty`. The derivatives do not
+        change; on a CPU, ``2`` or ``4`` keeps a ReLU network's largest tensors
+        the size of a plain pass's (``benchmarks/README.md``, "CRR step vs SAM
+        step"). With dropout active, each group draws its own masks.
 
     Examples
     --------
@@ -77,6 +98,8 @@ class CRR:
     subset: int | None = None
     eval_mode: bool = False
     method: str = "taylor"
+    one_pass: bool = False
+    chunks: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "orders", tuple(_check_orders(self.orders)))
@@ -94,6 +117,20 @@ class CRR:
             raise TypeError(f"eval_mode must be a bool, got {self.eval_mode!r}")
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}")
+        if not isinstance(self.one_pass, bool):
+            raise TypeError(f"one_pass must be a bool, got {self.one_pass!r}")
+        if self.one_pass and (
+            self.directions != "shared" or self.subset is not None or self.eval_mode
+        ):
+            raise ValueError(
+                "one_pass=True needs directions='shared', subset=None and "
+                "eval_mode=False: otherwise the loss and the penalty come from "
+                "different passes"
+            )
+        if isinstance(self.chunks, bool) or not isinstance(self.chunks, int):
+            raise TypeError(f"chunks must be an int, got {self.chunks!r}")
+        if self.chunks < 1:
+            raise ValueError(f"chunks must be at least 1, got {self.chunks}")
 
     @property
     def cache_key(self) -> dict[str, Any]:
@@ -107,6 +144,8 @@ class CRR:
             "subset": self.subset,
             "eval_mode": self.eval_mode,
             "method": self.method,
+            "one_pass": self.one_pass,
+            "chunks": self.chunks,
         }
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -121,6 +160,25 @@ class CRR:
         finally:
             model.train(was_training)
 
+    def objective(
+        self, model: nn.Module, x: Tensor, y: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The batch's logits (detached), mean cross-entropy and penalty, from one
+        Taylor pass (:func:`crbook.crr_objective`); for ``one_pass=True``."""
+        if not self.one_pass:
+            raise ValueError("objective() is for a CRR with one_pass=True")
+        return _objective(
+            model,
+            x,
+            y,
+            self.orders,
+            self.scale,
+            None,
+            self.method,
+            True,
+            min(self.chunks, x.shape[0]),
+        )
+
     def _penalty(
         self, model: nn.Module, x: Tensor, y: Tensor, subset: int | None
     ) -> Tensor:
@@ -133,4 +191,5 @@ class CRR:
             directions=self.directions,
             subset=subset,
             method=self.method,
+            chunks=min(self.chunks, x.shape[0] if subset is None else subset),
         )

@@ -446,7 +446,11 @@ def fit(
         Seed of the shuffling and of the global random state during the run.
     regularizer:
         ``regularizer(model, x, y) -> scalar tensor`` added to the loss of each
-        batch. Its ``cache_key`` (or repr) enters the cache key.
+        batch. Its ``cache_key`` (or repr) enters the cache key. A regulariser
+        whose ``one_pass`` attribute is ``True`` (a :class:`crbook.CRR` built
+        with ``one_pass=True``) computes the loss as well: ``fit`` then calls
+        ``regularizer.objective(model, x, y)`` for ``(logits, loss, penalty)``
+        instead of a forward pass and ``regularizer(model, x, y)``.
     callback:
         ``callback(epoch, model, data) -> dict`` called after epochs ``1 ...
         epochs`` with the model in evaluation mode; each value (number, string
@@ -558,6 +562,7 @@ def _train(
     count = x_train.shape[0]
     shuffle = torch.Generator().manual_seed(seed)
     closure_step = _needs_closure(opt)
+    one_pass = getattr(regularizer, "one_pass", False) is True
 
     bar = tqdm(range(1, epochs + 1), disable=not progress, unit="epoch", leave=False)
     for epoch in bar:
@@ -572,6 +577,8 @@ def _train(
             xb, yb = x_train[index], y_train[index]
 
             def objective(xb=xb, yb=yb) -> tuple[Tensor, Tensor, Tensor | None]:
+                if one_pass:
+                    return regularizer.objective(model, xb, yb)
                 logits = model(xb)
                 ce = F.cross_entropy(logits, yb)
                 if regularizer is None:

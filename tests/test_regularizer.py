@@ -147,6 +147,10 @@ def test_cache_key_is_canonical_and_tells_every_setting_apart():
     assert len(keys) == len(changes) + 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         base.scale = 3.0
+    shared = crbook.CRR(orders=(1, 2), scale=1.0)
+    variants = [shared, dataclasses.replace(shared, one_pass=True)]
+    variants += [dataclasses.replace(v, chunks=2) for v in variants]
+    assert len({json.dumps(v.cache_key, sort_keys=True) for v in variants}) == 4
 
 
 @pytest.mark.parametrize(
@@ -162,6 +166,18 @@ def test_cache_key_is_canonical_and_tells_every_setting_apart():
         ({"orders": (1,), "scale": 1.0, "subset": True}, TypeError, "int or None"),
         ({"orders": (1,), "scale": 1.0, "eval_mode": 1}, TypeError, "bool"),
         ({"orders": (1,), "scale": 1.0, "method": "jet"}, ValueError, "one of"),
+        ({"orders": (1,), "scale": 1.0, "one_pass": 1}, TypeError, "bool"),
+        ({"orders": (1,), "scale": 1.0, "chunks": 0}, ValueError, "at least 1"),
+        ({"orders": (1,), "scale": 1.0, "chunks": 2.0}, TypeError, "an int"),
+        ({"orders": (1,), "scale": 1.0, "chunks": True}, TypeError, "an int"),
+    ]
+    + [
+        ({"orders": (1,), "scale": 1.0, "one_pass": True, **other}, ValueError, need)
+        for other, need in (
+            ({"directions": "fresh"}, "directions='shared'"),
+            ({"subset": 8}, "subset=None"),
+            ({"eval_mode": True}, "eval_mode=False"),
+        )
     ],
 )
 def test_bad_settings_are_refused(kwargs, error, message):
@@ -201,3 +217,40 @@ def test_fit_reuses_a_run_only_for_the_same_settings(tmp_path):
     other = _moons_run(dataclasses.replace(reg, scale=0.2), cache=tmp_path)
     assert not first.cached and again.cached and not other.cached
     assert again.key == first.key != other.key
+
+
+def test_one_pass_trains_like_two_passes_without_dropout():
+    """Without dropout the loss of the Taylor pass is the forward pass's loss, and
+    the directions come from the same draws, so both recipes train alike."""
+    two = _moons_run(crbook.CRR(orders=(1, 2, 3), scale=0.5))
+    one = _moons_run(crbook.CRR(orders=(1, 2, 3), scale=0.5, one_pass=True))
+    # more groups than the last batch has examples: each group is one example
+    many = _moons_run(crbook.CRR(orders=(1, 2, 3), scale=0.5, one_pass=True, chunks=30))
+    for run in (one, many):
+        for k in two.state:
+            assert torch.allclose(run.state[k], two.state[k], rtol=1e-4, atol=1e-6)
+        assert run.train_accuracy == two.train_accuracy
+        assert run.train_loss == pytest.approx(two.train_loss, rel=1e-5)
+        assert run.penalty == pytest.approx(two.penalty, rel=1e-5)
+        assert min(run.penalty) > 0
+    assert one.key != two.key != many.key
+
+
+def test_objective_gives_the_logits_loss_and_penalty_of_crr_objective():
+    model = _dropout_mlp()
+    x, y = _batch(count=8)
+    reg = crbook.CRR(orders=(1, 3), scale=2.0, one_pass=True, chunks=2)
+    torch.manual_seed(5)
+    logits, loss, penalty = reg.objective(model, x, y)
+    torch.manual_seed(5)
+    expected = crbook.crr_objective(model, x, y, (1, 3), 2.0, chunks=2)
+    assert torch.equal(loss, expected[0]) and torch.equal(penalty, expected[1])
+    assert loss.requires_grad and penalty.requires_grad
+    assert logits.shape == (8, 4) and not logits.requires_grad
+    # the logits are those the loss was computed from (same dropout masks)
+    assert torch.allclose(F.cross_entropy(logits, y), loss, rtol=1e-12)
+    model.eval()
+    logits, _, _ = reg.objective(model, x, y)
+    assert torch.allclose(logits, model(x), rtol=1e-12)
+    with pytest.raises(ValueError, match="one_pass=True"):
+        crbook.CRR(orders=(1,), scale=1.0).objective(model, x, y)
