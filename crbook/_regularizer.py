@@ -35,7 +35,7 @@ from crbook._crr import (
 __all__ = ["CRR"]
 
 _METHODS = ("taylor", "autograd")
-_FORMAT = 3  # bump when the penalty is computed differently: old runs are stale
+_FORMAT = 2  # bump when the penalty is computed differently: old runs are stale
 
 
 @dataclass(frozen=True)
