@@ -26,18 +26,21 @@ of each step.
 
 The memory allocator matters on CPU. glibc maps a block above its threshold (at
 most 32 MiB) afresh with ``mmap`` and faults its pages in on every step, unless a
-large enough free block already sits in its heap. The Taylor pass's largest
-tensors (the jet's two coefficients folded into the batch axis) lie above that
-line, a plain pass's below it; and a step that once grew the heap (the nested one
-does) spares the steps after it. ``--allocator heap`` removes this effect for all
-methods (no fresh mappings, no trimming), ``--methods`` runs a subset in a fresh
-process, as a training loop that only does CRR would be.
+large enough free block already sits in its heap, and it trims its heap when
+enough memory at the top is free. The Taylor pass's largest tensors (the jet's two
+coefficients folded into the batch axis) lie above that line, a plain pass's below
+it; and in one process every step inherits the heap the others grew (SAM profits
+from the CRR steps', and a nested step spares all later ones). ``--processes``
+runs each method in a process of its own, as a training loop that only does that
+method would; ``--allocator heap`` removes the allocator's part for all methods
+(no fresh mappings, no trimming); ``--methods`` runs a subset.
 
 Run from the repository root:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/crr_vs_sam.py [--rounds 11]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/crr_vs_sam.py --allocator heap
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/crr_vs_sam.py --methods sam crr
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/crr_vs_sam.py --processes
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/crr_vs_sam.py --profile
 """
 
@@ -47,6 +50,7 @@ import argparse
 import copy
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 import platform
 import resource
@@ -76,7 +80,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
+def make_steps(batch: int, seed: int) -> dict[str, Callable[[], Callable[[], None]]]:
+    """For each method, a function that builds its step (a fresh model and
+    optimiser each, from the same initial weights)."""
     torch.manual_seed(seed)
     base = MnistCNN().train()
     x = torch.randn(batch, 1, 28, 28)
@@ -153,13 +159,13 @@ def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
         return step
 
     return {
-        "adam": adam_step(),
-        "sam": sam_step(),
-        "crr": crr_step(1),
-        "crr_chunks2": crr_step(2),
-        "crr_chunks4": crr_step(4),
-        "crr_two_pass": crr_penalty_step("taylor"),
-        "crr_nested": crr_penalty_step("autograd"),
+        "adam": adam_step,
+        "sam": sam_step,
+        "crr": lambda: crr_step(1),
+        "crr_chunks2": lambda: crr_step(2),
+        "crr_chunks4": lambda: crr_step(4),
+        "crr_two_pass": lambda: crr_penalty_step("taylor"),
+        "crr_nested": lambda: crr_penalty_step("autograd"),
     }
 
 
@@ -200,6 +206,49 @@ def interleaved(
         for name in order:
             runs[name].append(timed(steps[name]))
     return runs
+
+
+def _worker(name: str, batch: int, seed: int, allocator: str, conn) -> None:
+    """One method's steps, in a process of its own, each when the parent asks."""
+    if allocator == "heap":
+        keep_freed_memory()
+    step = make_steps(batch, seed)[name]()
+    step()  # warm-up
+    conn.send(None)
+    while conn.recv():
+        conn.send(timed(step))
+
+
+def in_processes(
+    names: list[str], batch: int, seed: int, allocator: str, rounds: int
+) -> dict[str, list[tuple[float, int]]]:
+    """``interleaved``, but each method in its own process: its allocator then
+    holds only what that method's own steps left, as in a training loop that runs
+    only that method."""
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for name in names:
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=_worker, args=(name, batch, seed, allocator, child)
+        )
+        process.start()
+        workers[name] = (parent, process)
+    try:
+        for parent, _ in workers.values():
+            parent.recv()  # built and warmed up
+        runs: dict[str, list[tuple[float, int]]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                parent = workers[name][0]
+                parent.send(True)
+                runs[name].append(parent.recv())
+        return runs
+    finally:
+        for parent, process in workers.values():
+            if process.is_alive():
+                parent.send(False)
+            process.join(timeout=60)
 
 
 def report(
@@ -258,6 +307,11 @@ def main() -> None:
         default="default",
         help="heap: glibc keeps freed memory and never maps large blocks afresh",
     )
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each method in its own process (its allocator sees only its steps)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile CRR and SAM")
     parser.add_argument("--rows", type=int, default=20)
     args = parser.parse_args()
@@ -266,19 +320,25 @@ def main() -> None:
             "warning: run with OMP_NUM_THREADS=1 for figures comparable to the README"
         )
 
-    if args.allocator == "heap":
-        keep_freed_memory()
-    steps = make_steps(args.batch, args.seed)
+    factories = make_steps(args.batch, args.seed)
+    names = list(factories)
     if args.methods:
-        unknown = set(args.methods) - set(steps)
+        unknown = set(args.methods) - set(factories)
         if unknown or "sam" not in args.methods:
-            parser.error(f"--methods must include sam and name only {list(steps)}")
-        steps = {name: steps[name] for name in steps if name in args.methods}
-    if args.profile:
-        print(profile_crr(steps, args.rows))
-        return
-    runs = interleaved(steps, args.rounds)
-    print("\n".join(report(runs, args.batch, args.allocator)))
+            parser.error(f"--methods must include sam and name only {names}")
+        names = [name for name in names if name in args.methods]
+    if args.processes:
+        runs = in_processes(names, args.batch, args.seed, args.allocator, args.rounds)
+    else:
+        if args.allocator == "heap":
+            keep_freed_memory()
+        steps = {name: factories[name]() for name in names}
+        if args.profile:
+            print(profile_crr(steps, args.rows))
+            return
+        runs = interleaved(steps, args.rounds)
+    setting = args.allocator + (", one process per method" if args.processes else "")
+    print("\n".join(report(runs, args.batch, setting)))
 
 
 if __name__ == "__main__":
