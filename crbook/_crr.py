@@ -23,10 +23,11 @@ direction. The model must treat the examples of a batch independently
 (BatchNorm only in evaluation mode), as Taylor mode requires. On CPU, the Taylor
 pass folds its two coefficients into the batch axis, so its activations are twice
 the size of a plain pass's; with glibc's default allocator those above 32 MiB are
-mapped afresh and page-faulted on every step, which made a CRR step of the MNIST
-CNN 1.5 times a SAM step. ``chunks=2`` (or 4) keeps them below that line (about
-1.0 to 1.1 times); ``benchmarks/README.md`` ("CRR step vs SAM step") gives the
-measurements and the ``MALLOC_MMAP_MAX_=0`` remedy (0.96 times).
+mapped afresh and page-faulted on every step, which makes a one-pass CRR step of
+the MNIST CNN 1.2 to 1.3 times a SAM step (0.91 times when the allocator keeps its
+memory). ``chunks=2`` (or 4) keeps them below that line: 0.87 to 0.92 times a SAM
+step in a process that trains with one method. ``benchmarks/README.md`` ("CRR step
+vs SAM step") gives the measurements and the ``MALLOC_MMAP_MAX_=0`` remedy.
 """
 
 from __future__ import annotations
