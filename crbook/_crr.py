@@ -24,8 +24,8 @@ direction. The model must treat the examples of a batch independently
 pass folds its two coefficients into the batch axis, so its activations are twice
 the size of a plain pass's; with glibc's default allocator those above 32 MiB are
 mapped afresh and page-faulted on every step, which makes a one-pass CRR step of
-the MNIST CNN 1.2 to 1.3 times a SAM step (0.91 times when the allocator keeps its
-memory). ``chunks=2`` (or 4) keeps them below that line: 0.87 to 0.92 times a SAM
+the MNIST CNN 1.15 to 1.3 times a SAM step (0.91 times when the allocator keeps its
+memory). ``chunks=2`` (or 4) keeps them below that line: 0.84 to 0.94 times a SAM
 step in a process that trains with one method. ``benchmarks/README.md`` ("CRR step
 vs SAM step") gives the measurements and the ``MALLOC_MMAP_MAX_=0`` remedy.
 """
