@@ -67,6 +67,21 @@ def test_notebook_is_stored_without_outputs(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_cells_have_unique_valid_ids(path):
+    """nbformat 4.5 requires an id on every cell (nbformat warns, and will fail)."""
+    notebook = load(path)
+    assert (notebook["nbformat"], notebook["nbformat_minor"]) >= (4, 5)
+    ids = [cell.get("id") for cell in notebook["cells"]]
+    bad = [
+        i
+        for i, v in enumerate(ids)
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", v or "")
+    ]
+    assert not bad, f"{path.name}: cells {bad} have no valid id"
+    assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_uses_the_python3_kernel(path):
     assert load(path)["metadata"]["kernelspec"]["name"] == "python3"
 
