@@ -254,3 +254,35 @@ def test_objective_gives_the_logits_loss_and_penalty_of_crr_objective():
     assert torch.allclose(logits, model(x), rtol=1e-12)
     with pytest.raises(ValueError, match="one_pass=True"):
         crbook.CRR(orders=(1,), scale=1.0).objective(model, x, y)
+
+
+def test_one_pass_works_inside_sams_closure():
+    """SAM's closure recomputes the objective at w + ε: with one_pass=True that is
+    the Taylor pass's loss and penalty, and training stays finite."""
+    torch.manual_seed(0)
+    model = crbook.models.MLP((2, 8, 2))
+    moons = data.two_moons(n=120, label_noise=0.2, seed=0)
+    calls = []
+
+    class Counting(crbook.CRR):
+        def objective(self, model, x, y):
+            calls.append(x.shape[0])
+            return super().objective(model, x, y)
+
+    def sam(params):
+        return crbook.SAM(params, torch.optim.Adam, rho=0.05, lr=1e-2)
+
+    sam.name = "sam"
+    history = fit(
+        model,
+        moons,
+        epochs=1,
+        batch_size=32,
+        optimizer=sam,
+        regularizer=Counting(orders=(1, 2), scale=0.5, one_pass=True),
+        progress=False,
+        cache=None,
+    )
+    batches = -(-len(moons.y_train) // 32)
+    assert len(calls) == 2 * batches  # at w, and again at w + ε
+    assert min(history.penalty) > 0 and history.train_loss[0] > 0

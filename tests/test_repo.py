@@ -234,3 +234,30 @@ def test_requirements_end_with_the_package_itself():
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert lines[-1] in {"-e .", "."}
+
+
+def test_readme_usage_examples_run(monkeypatch, tmp_path):
+    """The Python blocks of "Three ways to use it" run on a small classifier."""
+    import torch
+
+    import crbook
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Three ways to use it", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) >= 2
+    monkeypatch.setenv("CRBOOK_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    data = crbook.data.two_moons(n=96, seed=0)
+    namespace = {
+        "model": crbook.models.MLP((2, 16, 2)),
+        "data": data,
+        "x": data.x_train[:32],
+        "y": data.y_train[:32],
+    }
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert isinstance(namespace["rate"].lam, float)
+    assert namespace["history"].penalty and min(namespace["history"].penalty) > 0
+    assert namespace["penalty"].item() > 0
+    assert isinstance(namespace["sam"], crbook.SAM)
