@@ -16,13 +16,17 @@ Limitations
 -----------
 - The first call for each order (and for each new kind of model or input
   layout) compiles, which takes seconds: about 5 to 30 s on a 2-core CPU, less
-  when TorchInductor's on-disk cache already holds the code. Later calls, with
-  any batch size and any parameter values, reuse it.
+  when TorchInductor's on-disk cache already holds the code. Without autograd,
+  later calls with any batch size and any parameter values reuse it. Under
+  autograd (a penalty in training) each new batch size compiles again, since
+  TorchInductor fails on the backward pass of a convolution whose batch size is
+  symbolic.
 - Random operations (dropout in training mode) draw from the compiled code's own
   generator, so their masks differ from an eager pass with the same seed.
-- Compiling needs a working :func:`torch.compile` backend: on a CPU, a C++
-  compiler. Code that TorchDynamo cannot trace is run eagerly in pieces, which is
-  correct but slower.
+- Compiling needs a working :func:`torch.compile` backend (on a CPU, a C++
+  compiler), and TorchInductor can still fail on some graphs; either raises a
+  ``RuntimeError`` that says to run eagerly. Code that TorchDynamo cannot trace is
+  run eagerly in pieces, which is correct but slower.
 - An operation without a Taylor-mode rule still raises
   :class:`~crbook.UnsupportedOperationError` naming it, but not the layer it
   sits in: the hooks that track the running layer are left out of the traced
@@ -40,14 +44,35 @@ from torch import Tensor
 # Each order compiles its own code; allow more variants than TorchDynamo's default
 # of eight per function (orders 1 ... 10 for two models need twenty).
 _RECOMPILE_LIMIT = 64
-_COMPILED: list[Callable] = []
+_COMPILED: dict[bool, Callable] = {}
 
 
-def compiled(taylor_pass: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """``taylor_pass`` compiled once per process, with dynamic batch sizes."""
+def compiled(taylor_pass: Callable[..., Tensor], grad: bool) -> Callable[..., Tensor]:
+    """``taylor_pass`` compiled once per process and autograd mode.
+
+    Without autograd the batch axis is symbolic (``run`` marks it), so one
+    compiled pass serves every batch size. Under autograd every size is compiled
+    in, and a new batch size compiles again: TorchInductor (torch 2.13) fails on
+    the backward pass of a convolutional network with a symbolic batch.
+    """
     if not _COMPILED:
-        _COMPILED.append(torch.compile(taylor_pass, dynamic=True))
-    return _COMPILED[0]
+        _COMPILED.update(
+            {
+                False: torch.compile(taylor_pass),
+                True: torch.compile(taylor_pass, dynamic=False),
+            }
+        )
+    return _COMPILED[grad]
+
+
+def _batch_is_dynamic(*tensors: Any) -> None:
+    """Mark the batch axis of the inputs symbolic, and only that axis."""
+    mark = getattr(torch._dynamo, "maybe_mark_dynamic", None)
+    if mark is None:  # before torch 2.2: sizes that change are made symbolic
+        return
+    for tensor in tensors:
+        if isinstance(tensor, Tensor) and tensor.dim() > 0:
+            mark(tensor, 0)
 
 
 def run(taylor_pass: Callable[..., Tensor], *args: Any) -> Tensor:
@@ -60,11 +85,15 @@ def run(taylor_pass: Callable[..., Tensor], *args: Any) -> Tensor:
     if not hasattr(config, name):
         name = "cache_size_limit"
     with config.patch(**{name: _RECOMPILE_LIMIT}):
+        grad = torch.is_grad_enabled()
+        if not grad:
+            _batch_is_dynamic(*args)
         try:
-            return compiled(taylor_pass)(*args)
+            return compiled(taylor_pass, grad)(*args)
         except BackendCompilerFailed as error:
             raise RuntimeError(
-                "compile=True needs a working torch.compile backend (on a CPU, a "
-                f"C++ compiler); compiling the Taylor pass failed: {error}. Call "
-                "directional_derivatives with compile=False to run eagerly."
+                "compiling the Taylor pass with torch.compile failed (compile=True "
+                "needs a working backend: on a CPU, a C++ compiler; TorchInductor "
+                f"may also fail on a graph): {error}. Call directional_derivatives "
+                "with compile=False to run eagerly."
             ) from error
