@@ -445,6 +445,11 @@ def graph_size(tensor: Tensor) -> int:
     """
     if not isinstance(tensor, Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")
+    return len(_graph_nodes(tensor))
+
+
+def _graph_nodes(tensor: Tensor) -> set[Any]:
+    """The distinct autograd nodes that ``tensor`` depends on."""
     seen: set[Any] = set()
     stack = [tensor.grad_fn]
     while stack:
@@ -453,4 +458,4 @@ def graph_size(tensor: Tensor) -> int:
             continue
         seen.add(node)
         stack.extend(child for child, _ in node.next_functions)
-    return len(seen)
+    return seen

@@ -9,6 +9,7 @@ from torch import nn
 
 import crbook
 from crbook import Jet
+from crbook.timing import _graph_nodes
 
 D = torch.float64
 TOL = 1e-9
@@ -557,24 +558,13 @@ def test_parameter_gradients_through_conv_bias_relu_and_overlapping_pools(frozen
     assert torch.allclose(taylor_x, nested_x, rtol=1e-9, atol=1e-12)
 
 
-def _backward_nodes(tensor):
-    seen, stack = set(), [tensor.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    return {type(node).__name__ for node in seen}
-
-
 def test_layer_rules_copy_no_jet_in_the_backward_pass():
     """A bias written into a slice of the jet would make autograd copy the whole
     jet's gradient (CopySlices); the layer rules use their own functions."""
     net = _overlap_cnn()
     x, u = _inputs((2, 2, 9, 9), seed=33)
     d = crbook.directional_derivatives(net, x, u, 3)
-    nodes = _backward_nodes(d)
+    nodes = {type(node).__name__ for node in _graph_nodes(d)}
     assert "CopySlices" not in nodes
     assert {"_BiasOnValueBackward", "_MaxPoolJetBackward"} <= nodes
 
